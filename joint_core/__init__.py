@@ -1,0 +1,29 @@
+"""joint_core: the JOINT / JOINT++ naturalness scorer for AI-generated images (AGIN paper).
+
+One call from images to three scores - technical quality, rationality, overall naturalness::
+
+    from joint_core import NaturalnessScorer
+    scorer = NaturalnessScorer.from_pretrained()     # $JOINT_MODEL, user cache, shipped default
+    result = scorer.score(["a.png", "b.png"])
+    result.to_records(); result.ranking(by="naturalness")
+"""
+
+from .checkpoint import (CheckpointError, NoModelError, convert_official, default_model_dir, load_model,
+                         resolve_model, save_model)
+from .config import (BranchConfig, CalibrationConfig, ConfigError, FusionConfig, JointConfig,
+                     LowFrequencyConfig, PreprocessConfig, RationalityInputConfig, TechnicalInputConfig,
+                     get_preset, list_presets, register_preset)
+from .model import JointModel, JointOutput, logistic4
+from .preprocess.images import ImageInputError
+from .scorer import AXES, NaturalnessScorer, ScoreResult, ScoringError, pick_device, pick_dtype
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AXES", "BranchConfig", "CalibrationConfig", "CheckpointError", "ConfigError", "FusionConfig",
+    "ImageInputError", "JointConfig", "JointModel", "JointOutput", "LowFrequencyConfig", "NaturalnessScorer",
+    "NoModelError", "PreprocessConfig", "RationalityInputConfig", "ScoreResult", "ScoringError",
+    "TechnicalInputConfig", "convert_official", "default_model_dir", "get_preset", "list_presets",
+    "load_model", "logistic4", "pick_device", "pick_dtype", "register_preset", "resolve_model",
+    "save_model", "__version__",
+]

@@ -1,0 +1,7 @@
+"""``python -m joint_core`` == the ``joint`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,344 @@
+"""Checkpoint I/O: the one place where weights are read and written.
+
+Format: a folder with ``config.json`` (:class:`~joint_core.config.JointConfig`) and
+``model.safetensors``. Loading is strict (a missing, unexpected or mis-shaped tensor is an
+error) and checks the SHA-256 of the tensors that :func:`save_model` records in the file's
+metadata, so a tampered or truncated file fails loudly. Nothing is ever unpickled here except
+the authors' ``.pth`` in :func:`convert_official`, read with ``weights_only=True``.
+
+Model resolution (:func:`resolve_model`): an explicit path or hub id, else ``$JOINT_MODEL``,
+else the user cache (``$JOINT_HOME`` or ``~/.cache/joint``, folder ``default``), else the
+default model shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .backbones import (WeightMappingError, check_fits, strip_prefix,
+                        torchvision_resnet_to_timm, torchvision_swin_to_timm)
+from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset
+from .model import JointModel
+
+WEIGHTS_NAME = "model.safetensors"
+MODEL_CARD_NAME = "MODEL_CARD.md"
+HASH_KEY = "joint_sha256"
+ENV_MODEL = "JOINT_MODEL"
+ENV_HOME = "JOINT_HOME"
+SHIPPED_DEFAULT = Path(__file__).parent / "weights" / "default"
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A model that cannot be found, read or loaded; the message says which file and why."""
+
+
+class NoModelError(CheckpointError):
+    """No model was given and none could be found in the resolution order."""
+
+
+# --------------------------------------------------------------------------------------------
+# save / load
+# --------------------------------------------------------------------------------------------
+
+
+def state_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of every tensor (sorted by name)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_model(model: JointModel, directory: PathLike,
+               dtype: Optional[torch.dtype] = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (optionally cast, e.g. fp16 to ship)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = OrderedDict()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        state[k] = v.contiguous().clone()
+    model.config.save(directory)
+    meta = {"format": "pt", HASH_KEY: state_hash(state), "joint_format_version": "1"}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata=meta)
+    return directory
+
+
+def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]:
+    """Read a safetensors file, checking the recorded hash when there is one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    expected = meta.get(HASH_KEY)
+    if verify and expected is not None:
+        actual = state_hash(state)
+        if actual != expected:
+            raise CheckpointError(
+                f"{path}: weights do not match the checksum recorded when they were saved "
+                f"(recorded {expected[:12]}..., found {actual[:12]}...): the file was modified "
+                "or corrupted")
+    return state
+
+
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error."""
+    try:
+        check_fits(state, model)
+    except WeightMappingError as e:
+        raise CheckpointError(f"{source}: weights do not fit the model in config.json: {e}") from None
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(directory: PathLike, verify: bool = True) -> JointModel:
+    """Build the model described by ``directory/config.json`` and load its weights (CPU, fp32)."""
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a joint model folder)")
+    try:
+        config = JointConfig.load(cfg_path)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    state = read_weights(directory / WEIGHTS_NAME, verify=verify)
+    model = JointModel(config)
+    load_state_strict(model, state, str(directory / WEIGHTS_NAME))
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# resolution
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResolvedModel:
+    path: Path
+    origin: str   # "argument", "hub", "environment ($JOINT_MODEL)", "user cache", "shipped default"
+    spec: str
+
+    def describe(self) -> str:
+        return f"{self.path} ({self.origin})"
+
+
+def user_cache_dir() -> Path:
+    """``$JOINT_HOME``, else ``$XDG_CACHE_HOME/joint``, else ``~/.cache/joint``."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "joint"
+
+
+def default_model_dir() -> Path:
+    """Where ``joint convert`` installs a model so that it is picked up without ``--model``."""
+    return user_cache_dir() / "default"
+
+
+def _is_model_dir(p: Path) -> bool:
+    return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model(spec: Optional[PathLike] = None, revision: Optional[str] = None) -> ResolvedModel:
+    """Find the model folder for ``spec`` (a folder, its ``config.json``, or a hub id) or, when
+    ``spec`` is None, by the resolution order in this module's docstring."""
+    if spec is not None:
+        return _resolve_spec(str(spec), "argument", revision)
+    env = os.environ.get(ENV_MODEL)
+    if env:
+        return _resolve_spec(env, f"environment (${ENV_MODEL})", revision)
+    cache = default_model_dir()
+    if _is_model_dir(cache):
+        return ResolvedModel(cache, "user cache", str(cache))
+    if _is_model_dir(SHIPPED_DEFAULT):
+        return ResolvedModel(SHIPPED_DEFAULT, "shipped default", "default")
+    raise NoModelError(no_model_message())
+
+
+def no_model_message() -> str:
+    return (
+        "no naturalness model found. Give one with --model / from_pretrained(path_or_hub_id), or "
+        f"set ${ENV_MODEL}. To use the authors' JOINT checkpoint, download JOINT_2024.pth (links in "
+        "the AGIN README) and run `joint convert JOINT_2024.pth` - it installs into "
+        f"{default_model_dir()}, which is used automatically. To train your own: "
+        "`python -m train fit --config train/recipes/...` (see README, 'Training').")
+
+
+def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedModel:
+    if spec == "default":
+        if _is_model_dir(SHIPPED_DEFAULT):
+            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", spec)
+        raise NoModelError("this installation ships no default model. " + no_model_message())
+    p = Path(spec).expanduser()
+    if p.name == CONFIG_NAME and p.is_file():
+        p = p.parent
+    if p.is_dir():
+        if not _is_model_dir(p):
+            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+            hint = ""
+            if any(p.glob("*.pth")):
+                hint = " (it holds a .pth file: convert it with `joint convert FILE.pth OUT_DIR`)"
+            raise CheckpointError(f"{p}: not a joint model folder, missing {missing}{hint}")
+        return ResolvedModel(p, origin, spec)
+    if p.is_file():
+        if p.suffix in (".pth", ".pt", ".ckpt", ".bin"):
+            raise CheckpointError(f"{p}: a PyTorch pickle, not a joint model folder; convert the "
+                                  f"authors' checkpoint with `joint convert {p} OUT_DIR`")
+        if p.suffix == ".safetensors":
+            if (p.parent / CONFIG_NAME).is_file():
+                return ResolvedModel(p.parent, origin, spec)
+            raise CheckpointError(f"{p}: a safetensors file needs its {CONFIG_NAME} beside it")
+        raise CheckpointError(f"{p}: not a joint model (expected a folder with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME})")
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return ResolvedModel(download_from_hub(spec, revision), "hub", spec)
+    raise CheckpointError(f"{spec}: no such model folder, and not a hub id (owner/name)")
+
+
+def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:
+    """Fetch ``config.json`` + ``model.safetensors`` of a Hugging Face Hub repo (or take them
+    from the local hub cache; ``HF_HUB_OFFLINE=1`` is honoured)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - a core dependency
+        raise CheckpointError("huggingface_hub is needed to load hub models: pip install huggingface_hub") from None
+    try:
+        path = snapshot_download(repo_id, revision=revision,
+                                 allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, "README.md"])
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        why = "HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline else \
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise CheckpointError(f"hub model {repo_id!r} could not be loaded ({why})") from None
+    p = Path(path)
+    if not _is_model_dir(p):
+        raise CheckpointError(f"hub repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# the authors' checkpoint
+# --------------------------------------------------------------------------------------------
+
+OFFICIAL_PREFIXES = {
+    "technical_feature_extraction.": "technical.backbone.",
+    "rationality_feature_extraction.": "rationality.backbone.",
+    "quality_T.": "technical.head.",
+    "quality_R.": "rationality.head.",
+}
+# official heads are Sequential(Linear, Linear); ours are Sequential(Linear, act, dropout, Linear)
+_HEAD_INDEX = {"0": "0", "1": "3"}
+
+
+def map_official_state(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """The authors' torchvision-layout state dict -> our :class:`JointModel` keys."""
+    state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v)
+                        for k, v in state.items())
+    unknown = [k for k in state if not k.startswith(tuple(OFFICIAL_PREFIXES))]
+    if unknown:
+        raise WeightMappingError(f"unexpected keys in the official checkpoint: {unknown[:8]}")
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    tech = torchvision_swin_to_timm(strip_prefix(state, "technical_feature_extraction."))
+    rat = torchvision_resnet_to_timm(strip_prefix(state, "rationality_feature_extraction."))
+    for k, v in tech.items():
+        out["technical.backbone." + k] = v
+    for k, v in rat.items():
+        out["rationality.backbone." + k] = v
+    for src, dst in (("quality_T.", "technical.head."), ("quality_R.", "rationality.head.")):
+        for k, v in strip_prefix(state, src).items():
+            idx, rest = k.split(".", 1)
+            if idx not in _HEAD_INDEX:
+                raise WeightMappingError(f"unexpected head layer {src}{k}")
+            out[dst + _HEAD_INDEX[idx] + "." + rest] = v
+    return out
+
+
+def read_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
+    """Load ``JOINT_2024.pth`` safely (``weights_only=True``), unwrapping common containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return obj
+
+
+def read_logistic_params(path: PathLike) -> Sequence[float]:
+    """The 4 logistic parameters of ``JOINT_2024.npy`` (read without pickle)."""
+    import numpy as np
+
+    try:
+        arr = np.load(str(path), allow_pickle=False)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable .npy file ({e})") from None
+    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
+    if arr.size != 4:
+        raise CheckpointError(f"{path}: expected 4 logistic parameters, found {arr.size}")
+    return [float(v) for v in arr]
+
+
+def convert_official(src: PathLike, out_dir: Optional[PathLike] = None,
+                     calibration: Optional[PathLike] = None) -> Path:
+    """Convert the authors' ``JOINT_2024.pth`` into a joint model folder (preset ``official``).
+
+    ``calibration``: optionally the companion ``JOINT_2024.npy``; its logistic (fitted from
+    T + R to MOS) is then stored in the config and applied to naturalness - the authors'
+    inference script ignores it, so leave it out to reproduce their printed numbers.
+    Returns the output folder (default: the user-cache default, used automatically).
+    """
+    state = read_official_checkpoint(src)
+    config = get_preset("official")
+    if calibration is not None:
+        config.calibration = CalibrationConfig(params=tuple(read_logistic_params(calibration)),
+                                               input="sum")
+    config.description = f"Converted from {Path(src).name} (authors' JOINT checkpoint)"
+    try:
+        mapped = map_official_state(state)
+    except WeightMappingError as e:
+        raise CheckpointError(f"{src}: {e}") from None
+    model = JointModel(config)
+    load_state_strict(model, mapped, str(src))
+    out = Path(out_dir) if out_dir is not None else default_model_dir()
+    save_model(model, out)
+    return out
+
+
+def read_config_dict(directory: PathLike) -> dict:
+    """The raw ``config.json`` of a model folder (for display)."""
+    return json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))

@@ -1,0 +1,427 @@
+"""Typed configuration of a naturalness model.
+
+A model is data plus one small module: everything that decides how an image becomes three
+scores (backbones, head widths, preprocessing, fusion weights, calibration) lives in
+:class:`JointConfig`, which is saved as ``config.json`` beside ``model.safetensors``.
+
+Named presets (``paper``, ``official``, ``tiny-test``) live in a registry, see
+:func:`get_preset` and :func:`register_preset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
+
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a working model (names the offending field)."""
+
+
+# --------------------------------------------------------------------------------------------
+# dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BranchConfig:
+    """One branch: a timm backbone followed by the head ``Linear(d, hidden) -> Linear(hidden, 1)``.
+
+    ``head_input="pooled"`` feeds the backbone's pooled features to the head (the paper's design);
+    ``"logits"`` keeps the backbone's ImageNet classifier and feeds its ``num_logits`` outputs to
+    the head (the layout of the authors' rationality branch in ``JOINT_2024.pth``).
+    """
+
+    backbone: str
+    head_hidden: int = 128
+    head_input: Literal["pooled", "logits"] = "pooled"
+    head_activation: Literal["none", "relu", "gelu"] = "none"
+    head_dropout: float = 0.0
+    num_logits: int = 1000
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TechnicalInputConfig:
+    """How the technical branch's input is built (paper eq. 1-2).
+
+    ``sampling="resize"``: the image is resized to ``size`` x ``size`` and cut into ``grid`` x
+    ``grid`` patches. ``sampling="fragments"``: the image keeps its native resolution; one
+    ``fragment`` x ``fragment`` patch is taken from each of the ``grid`` x ``grid`` cells (centred
+    when scoring) and the patches are stitched into a ``grid*fragment`` square.
+
+    With ``partition=True`` every clean patch is swapped with a clean 8-neighbour (artifact
+    patches stay in place); ``partition=False`` feeds the image unshuffled (the paper's
+    "w/o multi-perspective" ablation). The result is resized (shorter side) to ``resize`` when
+    set and centre-cropped to ``crop``.
+    """
+
+    sampling: Literal["resize", "fragments"] = "resize"
+    size: int = 512
+    grid: int = 8
+    fragment: int = 32
+    partition: bool = True
+    localizer: Literal["none", "pal4vst"] = "none"
+    resize: Optional[int] = 224
+    crop: int = 224
+
+
+@dataclass
+class RationalityInputConfig:
+    """The rationality branch sees the image (or its low-frequency map) resized and cropped.
+
+    ``resize`` is the length of the shorter side after resizing (``None``: squash the whole
+    image to ``crop`` x ``crop``); ``crop`` is the centre crop (random crop when training).
+    ``low_frequency=True`` feeds the low-frequency map instead of the image (official preset).
+    """
+
+    resize: Optional[int] = 224
+    crop: int = 224
+    low_frequency: bool = False
+
+
+@dataclass
+class LowFrequencyConfig:
+    """Ambrosio-Tortorelli minimisation (paper eq. 8), as in the authors' code.
+
+    ``at="full"`` computes the map on the (``max_side``-capped) full-resolution image,
+    ``"input"`` on the branch's input resolution (cheaper; what training uses by default).
+    """
+
+    alpha: float = 1000.0
+    beta: float = 0.01
+    epsilon: float = 0.01
+    iterations: int = 1
+    cg_max_iter: int = 6
+    cg_rtol: float = 0.1
+    at: Literal["full", "input"] = "full"
+
+
+@dataclass
+class PreprocessConfig:
+    """Image -> tensors. ``quantize`` rounds to uint8 where the official PIL pipeline stores
+    8-bit images; ``max_side`` caps the resolution an image is processed at (memory bound)."""
+
+    technical: TechnicalInputConfig = field(default_factory=TechnicalInputConfig)
+    rationality: RationalityInputConfig = field(default_factory=RationalityInputConfig)
+    low_frequency: LowFrequencyConfig = field(default_factory=LowFrequencyConfig)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    quantize: bool = False
+    max_side: int = 2048
+    seed: int = 0
+
+
+@dataclass
+class FusionConfig:
+    """naturalness = technical_weight * T + rationality_weight * R + bias (paper section 4.3)."""
+
+    technical_weight: float = 0.145
+    rationality_weight: float = 0.769
+    bias: float = 0.0
+
+
+@dataclass
+class CalibrationConfig:
+    """Optional 4-parameter logistic applied to the fused score (or to T + R):
+    ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``."""
+
+    params: Tuple[float, float, float, float]
+    input: Literal["naturalness", "sum"] = "naturalness"
+
+
+@dataclass
+class JointConfig:
+    """Everything needed to rebuild a naturalness model; saved as ``config.json``."""
+
+    technical: BranchConfig = field(
+        default_factory=lambda: BranchConfig("swin_tiny_patch4_window7_224"))
+    rationality: BranchConfig = field(default_factory=lambda: BranchConfig("resnet50"))
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    calibration: Optional[CalibrationConfig] = None
+    score_range: Tuple[float, float] = (1.0, 5.0)
+    name: str = ""
+    description: str = ""
+    format_version: int = FORMAT_VERSION
+
+    # -- (de)serialisation ---------------------------------------------------------------
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "JointConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                f"config format_version {version!r} is not supported by this joint "
+                f"(expects {FORMAT_VERSION}); upgrade joint or re-export the model")
+        cfg = _build(cls, data, "config")
+        cfg.validate()
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config.json") -> "JointConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{source}: not valid JSON ({e})") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    def save(self, directory: Union[str, Path]) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "JointConfig":
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+
+    def replace(self, **changes: Any) -> "JointConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- checks --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        for name in ("technical", "rationality"):
+            b: BranchConfig = getattr(self, name)
+            if not b.backbone or not isinstance(b.backbone, str):
+                raise ConfigError(f"{name}.backbone must name a timm model")
+            _positive(f"{name}.head_hidden", b.head_hidden)
+            _positive(f"{name}.num_logits", b.num_logits)
+            if not 0.0 <= b.head_dropout < 1.0:
+                raise ConfigError(f"{name}.head_dropout must be in [0, 1), got {b.head_dropout}")
+        p = self.preprocess
+        t = p.technical
+        for key in ("size", "grid", "fragment", "crop"):
+            _positive(f"preprocess.technical.{key}", getattr(t, key))
+        if t.resize is not None:
+            _positive("preprocess.technical.resize", t.resize)
+        if t.sampling == "resize" and t.size % t.grid:
+            raise ConfigError(
+                f"preprocess.technical.size ({t.size}) must be a multiple of grid ({t.grid})")
+        side = t.size if t.sampling == "resize" else t.grid * t.fragment
+        if t.resize is None and t.crop > side:
+            raise ConfigError(
+                f"preprocess.technical.crop ({t.crop}) is larger than the stitched image ({side})")
+        r = p.rationality
+        _positive("preprocess.rationality.crop", r.crop)
+        if r.resize is not None:
+            _positive("preprocess.rationality.resize", r.resize)
+            if r.resize < r.crop:
+                raise ConfigError(
+                    f"preprocess.rationality.resize ({r.resize}) is smaller than crop ({r.crop})")
+        lf = p.low_frequency
+        for key in ("alpha", "beta", "epsilon", "cg_rtol"):
+            _positive(f"preprocess.low_frequency.{key}", getattr(lf, key))
+        _positive("preprocess.low_frequency.iterations", lf.iterations)
+        _positive("preprocess.low_frequency.cg_max_iter", lf.cg_max_iter)
+        _positive("preprocess.max_side", p.max_side)
+        if any(s <= 0 for s in p.std):
+            raise ConfigError(f"preprocess.std must be positive, got {p.std}")
+        for key in ("technical_weight", "rationality_weight", "bias"):
+            v = getattr(self.fusion, key)
+            if not math.isfinite(v):
+                raise ConfigError(f"fusion.{key} must be finite, got {v}")
+        if self.calibration is not None:
+            if not all(math.isfinite(v) for v in self.calibration.params):
+                raise ConfigError(f"calibration.params must be finite: {self.calibration.params}")
+            if self.calibration.params[3] == 0:
+                raise ConfigError("calibration.params[3] (the logistic's scale) must not be 0")
+        lo, hi = self.score_range
+        if not lo < hi:
+            raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range}")
+
+
+def _positive(name: str, value: Union[int, float]) -> None:
+    if not (isinstance(value, (int, float)) and value > 0):
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# generic, strict dict -> dataclass conversion (unknown keys are errors, types are checked)
+# --------------------------------------------------------------------------------------------
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    return obj
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _build(arg, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected null")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as e:  # a required field is missing
+            raise ConfigError(f"{where}: {e}") from None
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
+        return tuple(_build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be an object, got {type(value).__name__}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# presets: a registry of named configurations
+# --------------------------------------------------------------------------------------------
+
+_PRESETS: Dict[str, Callable[[], JointConfig]] = {}
+
+
+def register_preset(name: str) -> Callable[[Callable[[], JointConfig]], Callable[[], JointConfig]]:
+    def deco(fn: Callable[[], JointConfig]) -> Callable[[], JointConfig]:
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is already registered")
+        _PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_presets() -> list:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> JointConfig:
+    """A fresh :class:`JointConfig` for a registered preset name."""
+    try:
+        fn = _PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; known: {list_presets()}") from None
+    cfg = fn()
+    cfg.validate()
+    return cfg
+
+
+@register_preset("paper")
+def _paper() -> JointConfig:
+    """The paper's design: Swin-T on the artifact-guided patch partition (64x64 patches of the
+    512x512 image, resized to 224), ResNet-50 on the image at 224, pooled features into heads."""
+    return JointConfig(
+        technical=BranchConfig("swin_tiny_patch4_window7_224"),
+        rationality=BranchConfig("resnet50"),
+        preprocess=PreprocessConfig(
+            technical=TechnicalInputConfig(sampling="resize", size=512, grid=8, resize=224, crop=224),
+            rationality=RationalityInputConfig(resize=224, crop=224, low_frequency=False),
+            low_frequency=LowFrequencyConfig(at="input"),
+        ),
+        name="joint-paper",
+        description="JOINT as specified in the AGIN paper (Swin-T technical, ResNet-50 rationality)",
+    )
+
+
+@register_preset("official")
+def _official() -> JointConfig:
+    """The authors' ``test_single_image.py``: 224 resize cut into 7x7 patches of 32 px, then
+    Resize(384)/CenterCrop(224); the rationality branch sees the full-resolution low-frequency
+    map and its head reads ResNet-50's 1000 ImageNet logits."""
+    return JointConfig(
+        technical=BranchConfig("swin_tiny_patch4_window7_224"),
+        rationality=BranchConfig("resnet50", head_input="logits"),
+        preprocess=PreprocessConfig(
+            technical=TechnicalInputConfig(sampling="resize", size=224, grid=7, resize=384, crop=224),
+            rationality=RationalityInputConfig(resize=384, crop=224, low_frequency=True),
+            low_frequency=LowFrequencyConfig(at="full"),
+            quantize=True,
+        ),
+        name="joint-official",
+        description="Layout and preprocessing of the authors' JOINT_2024.pth",
+    )
+
+
+@register_preset("tiny-test")
+def _tiny() -> JointConfig:
+    """A few-hundred-thousand-parameter model for tests and examples (random weights)."""
+    return JointConfig(
+        technical=BranchConfig("test_efficientnet", head_hidden=16),
+        rationality=BranchConfig("test_resnet", head_hidden=16),
+        preprocess=PreprocessConfig(
+            technical=TechnicalInputConfig(sampling="resize", size=64, grid=4, resize=None, crop=64),
+            rationality=RationalityInputConfig(resize=64, crop=64),
+            low_frequency=LowFrequencyConfig(at="input"),
+            max_side=512,
+        ),
+        name="tiny-test",
+        description="Tiny random model for tests; its scores mean nothing",
+    )

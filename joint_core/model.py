@@ -1,0 +1,122 @@
+"""The JOINT model: a technical branch, a rationality branch, their heads and the fusion.
+
+``JointModel`` takes already-preprocessed tensors (see :mod:`joint_core.preprocess`); it knows
+nothing about files or image formats. Scores are raw regressions on the model's score scale
+(``config.score_range``); naturalness = w_T * T + w_R * R + b, optionally passed through a
+4-parameter logistic calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import create_backbone
+from .config import BranchConfig, CalibrationConfig, FusionConfig, JointConfig
+
+_ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def logistic4(x: Tensor, params: Sequence[float]) -> Tensor:
+    """The 4-parameter logistic used in IQA: ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``."""
+    b1, b2, b3, b4 = (float(p) for p in params)
+    return (b1 - b2) * torch.sigmoid((x - b3) / abs(b4)) + b2
+
+
+@dataclass
+class BranchOutput:
+    score: Tensor                 # [B]
+    embedding: Tensor             # [B, d]: what the head reads (pooled features or logits)
+    stages: Optional[List[Tensor]] = None   # per-stage feature maps, shallow to deep
+
+
+@dataclass
+class JointOutput:
+    technical: Tensor             # [B]
+    rationality: Tensor           # [B]
+    naturalness: Tensor           # [B]
+    technical_embedding: Optional[Tensor] = None
+    rationality_embedding: Optional[Tensor] = None
+    rationality_stages: Optional[List[Tensor]] = field(default=None, repr=False)
+
+
+class Branch(nn.Module):
+    """A timm backbone and its regression head ``Linear(d, hidden) -> [act] -> Linear(hidden, 1)``."""
+
+    def __init__(self, cfg: BranchConfig, pretrained: bool = False):
+        super().__init__()
+        self.config = cfg
+        self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
+        self.head = nn.Sequential(
+            nn.Linear(self.feature_dim, cfg.head_hidden),
+            _ACTIVATIONS[cfg.head_activation](),
+            nn.Dropout(cfg.head_dropout),
+            nn.Linear(cfg.head_hidden, 1),
+        )
+
+    def forward(self, x: Tensor, return_stages: bool = False) -> BranchOutput:
+        if return_stages:
+            if not hasattr(self.backbone, "forward_intermediates"):
+                raise NotImplementedError(
+                    f"timm backbone {self.config.backbone!r} has no forward_intermediates(); "
+                    "stage features (needed by the Wasserstein regulariser) are unavailable")
+            final, stages = self.backbone.forward_intermediates(x)
+            embedding = self.backbone.forward_head(final)
+        else:
+            stages = None
+            embedding = self.backbone(x)
+        score = self.head(embedding).squeeze(-1)
+        return BranchOutput(score=score, embedding=embedding, stages=stages)
+
+
+class JointModel(nn.Module):
+    """Two branches and the subjective-weighting fusion of the AGIN paper."""
+
+    def __init__(self, config: JointConfig, pretrained_backbones: bool = False):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.technical = Branch(config.technical, pretrained=pretrained_backbones)
+        self.rationality = Branch(config.rationality, pretrained=pretrained_backbones)
+
+    @property
+    def fusion(self) -> FusionConfig:
+        return self.config.fusion
+
+    @property
+    def calibration(self) -> Optional[CalibrationConfig]:
+        return self.config.calibration
+
+    def fuse(self, technical: Tensor, rationality: Tensor) -> Tensor:
+        """Naturalness from the two branch scores (fusion, then optional calibration)."""
+        f = self.fusion
+        nat = f.technical_weight * technical + f.rationality_weight * rationality + f.bias
+        cal = self.calibration
+        if cal is not None:
+            x = nat if cal.input == "naturalness" else technical + rationality
+            nat = logistic4(x, cal.params)
+        return nat
+
+    def forward(self, technical_input: Tensor, rationality_input: Tensor,
+                return_features: bool = False) -> JointOutput:
+        t = self.technical(technical_input)
+        r = self.rationality(rationality_input, return_stages=return_features)
+        return JointOutput(
+            technical=t.score,
+            rationality=r.score,
+            naturalness=self.fuse(t.score, r.score),
+            technical_embedding=t.embedding if return_features else None,
+            rationality_embedding=r.embedding if return_features else None,
+            rationality_stages=r.stages,
+        )
+
+    def rationality_features(self, rationality_input: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        """The rationality branch's head input and stage maps (paper eq. 3's features)."""
+        out = self.rationality(rationality_input, return_stages=True)
+        return out.embedding, out.stages
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,368 @@
+"""``NaturalnessScorer``: images in, technical / rationality / naturalness scores out.
+
+Every face of the project (CLI, ComfyUI nodes, diffusers hook, training evaluation) scores
+through this class.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .checkpoint import ResolvedModel, load_model, resolve_model, save_model
+from .config import JointConfig, get_preset
+from .model import JointModel, JointOutput
+from .preprocess.images import ImageItem, collect_images
+from .preprocess.localizer import ArtifactLocalizer, build_localizer
+from .preprocess.pipeline import Preprocessor
+
+AXES = ("technical", "rationality", "naturalness")
+Axis = Literal["technical", "rationality", "naturalness"]
+ProgressCallback = Callable[[int, int], None]
+
+
+def check_axis(by: str) -> str:
+    if by not in AXES:
+        raise ValueError(f"unknown score axis {by!r}; choose one of {list(AXES)}")
+    return by
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreResult:
+    """Scores of a batch, in input order. Images that could not be scored hold NaN and have a
+    message in ``errors`` (keyed by position)."""
+
+    technical: Tensor
+    rationality: Tensor
+    naturalness: Tensor
+    sources: List[str]
+    errors: Dict[int, str] = field(default_factory=dict)
+    score_range: tuple = (1.0, 5.0)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        return iter(self.to_records())
+
+    @property
+    def ok(self) -> Tensor:
+        """Bool mask of the images that were scored."""
+        mask = torch.ones(len(self), dtype=torch.bool)
+        for i in self.errors:
+            mask[i] = False
+        return mask
+
+    def scores(self, by: str = "naturalness") -> Tensor:
+        return getattr(self, check_axis(by))
+
+    def to_records(self) -> List[Dict[str, Any]]:
+        """One dict per image: index, source, the three scores (None when failed), error."""
+        out = []
+        for i, src in enumerate(self.sources):
+            rec: Dict[str, Any] = {"index": i, "source": src}
+            for ax in AXES:
+                v = float(getattr(self, ax)[i])
+                rec[ax] = None if math.isnan(v) else v
+            rec["error"] = self.errors.get(i)
+            out.append(rec)
+        return out
+
+    def ranking(self, by: str = "naturalness", descending: bool = True) -> List[int]:
+        """Indices best first (``descending``) by one axis; unscored images come last.
+        Ties keep input order."""
+        s = self.scores(by)
+        good = [i for i in range(len(self)) if i not in self.errors]
+        good.sort(key=lambda i: -float(s[i]) if descending else float(s[i]))
+        return good + sorted(self.errors)
+
+    def select(self, indices: Sequence[int]) -> "ScoreResult":
+        """A result holding only ``indices`` (in that order)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        remap = {int(old): new for new, old in enumerate(idx.tolist())}
+        return ScoreResult(
+            technical=self.technical[idx], rationality=self.rationality[idx],
+            naturalness=self.naturalness[idx], sources=[self.sources[i] for i in idx.tolist()],
+            errors={remap[i]: m for i, m in self.errors.items() if i in remap},
+            score_range=self.score_range)
+
+    def top(self, k: int, by: str = "naturalness") -> "ScoreResult":
+        """The ``k`` best scored images, best first."""
+        return self.select([i for i in self.ranking(by) if i not in self.errors][:max(0, k)])
+
+    def summary(self) -> str:
+        n_ok = len(self) - len(self.errors)
+        return f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
+
+
+class ScoringError(RuntimeError):
+    """Raised by ``score(..., on_error="raise")``; ``.result`` holds what was scored."""
+
+    def __init__(self, message: str, result: Optional[ScoreResult] = None):
+        super().__init__(message)
+        self.result = result
+
+
+# --------------------------------------------------------------------------------------------
+# device helpers
+# --------------------------------------------------------------------------------------------
+
+
+def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
+    """``None``/``"auto"``: cuda, then mps, then cpu; otherwise the given device, checked."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                  and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+    return dev
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16}
+
+
+def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """``None``/``"auto"``: bf16 on CUDA GPUs that support it (else fp16), fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)} or 'auto'") from None
+
+
+# --------------------------------------------------------------------------------------------
+# scorer
+# --------------------------------------------------------------------------------------------
+
+
+class NaturalnessScorer:
+    """Scores images for technical quality, rationality and overall naturalness.
+
+    >>> scorer = NaturalnessScorer.from_pretrained()          # the default model
+    >>> result = scorer.score(["a.png", "b.png"])
+    >>> result.ranking(by="naturalness")                       # best first
+    """
+
+    def __init__(self, model: JointModel, device: Union[str, torch.device, None] = None,
+                 dtype: Union[str, torch.dtype, None] = None,
+                 localizer: Union[None, str, ArtifactLocalizer] = None,
+                 source: Optional[ResolvedModel] = None,
+                 batch_invariant: Optional[bool] = None):
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.source = source
+        # Matrix kernels block their work by batch size, so the same image can differ in the
+        # last bits between batch compositions. On CPU the networks run one image at a time
+        # (no slower for these models), which makes scores bit-identical alone or in any
+        # batch; on GPUs batching is kept for throughput unless batch_invariant=True.
+        self.batch_invariant = (self.device.type == "cpu") if batch_invariant is None \
+            else bool(batch_invariant)
+        self.model = model.eval().to(device=self.device, dtype=self.dtype)
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        wanted = model.config.preprocess.technical.localizer
+        if localizer is None and wanted != "none" and model.config.preprocess.technical.partition:
+            warnings.warn(f"this model was configured with the {wanted!r} artifact localizer but "
+                          "none was given; every patch is treated as clean (pass localizer=PATH "
+                          "to end2end.pt)", stacklevel=2)
+        self.localizer = build_localizer(localizer, self.device)
+        self.preprocessor = Preprocessor(model.config.preprocess, self.localizer, self.device)
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, Path, None] = None,
+                        device: Union[str, torch.device, None] = None,
+                        dtype: Union[str, torch.dtype, None] = None,
+                        localizer: Union[None, str, ArtifactLocalizer] = None,
+                        revision: Optional[str] = None,
+                        batch_invariant: Optional[bool] = None) -> "NaturalnessScorer":
+        """Load a model folder, a hub id (``owner/name``), ``"default"``, or - with no
+        argument - the first of ``$JOINT_MODEL``, the user cache and the shipped default."""
+        resolved = resolve_model(name_or_path, revision=revision)
+        model = load_model(resolved.path)
+        return cls(model, device=device, dtype=dtype, localizer=localizer, source=resolved,
+                   batch_invariant=batch_invariant)
+
+    @classmethod
+    def from_config(cls, config: Union[JointConfig, str], device=None, dtype=None,
+                    localizer=None, pretrained_backbones: bool = False) -> "NaturalnessScorer":
+        """A scorer with freshly initialised weights (a preset name or a config)."""
+        cfg = get_preset(config) if isinstance(config, str) else config
+        return cls(JointModel(cfg, pretrained_backbones=pretrained_backbones), device=device,
+                   dtype=dtype, localizer=localizer)
+
+    def save_pretrained(self, directory: Union[str, Path],
+                        dtype: Optional[torch.dtype] = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (weights as float32 unless ``dtype``)."""
+        model = self.model
+        if dtype is None and any(p.dtype != torch.float32 for p in model.parameters()):
+            dtype = torch.float32
+        return save_model(model, directory, dtype=dtype)
+
+    @property
+    def config(self) -> JointConfig:
+        return self.model.config
+
+    def info(self) -> Dict[str, Any]:
+        cfg = self.config
+        return {
+            "name": cfg.name,
+            "description": cfg.description,
+            "source": self.source.describe() if self.source else "in memory",
+            "technical_backbone": cfg.technical.backbone,
+            "rationality_backbone": cfg.rationality.backbone,
+            "parameters": self.model.num_parameters(),
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "localizer": repr(self.localizer),
+            "score_range": list(cfg.score_range),
+            "fusion": f"N = {cfg.fusion.technical_weight:g}*T + {cfg.fusion.rationality_weight:g}*R"
+                      + (f" + {cfg.fusion.bias:g}" if cfg.fusion.bias else "")
+                      + (" -> logistic" if cfg.calibration else ""),
+        }
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def score(self, images: Any, batch_size: int = 16, progress: Optional[bool] = None,
+              on_error: Literal["record", "raise"] = "record",
+              callback: Optional[ProgressCallback] = None) -> ScoreResult:
+        """Score images.
+
+        Args:
+            images: a path, PIL image, numpy array, tensor (``[B,3,H,W]``, ``[B,H,W,3]``, ...)
+                or a list of these; any size, RGB/RGBA/grayscale.
+            batch_size: images per forward pass (bounds memory).
+            progress: show a tqdm bar (default: only for more than one batch on a terminal).
+            on_error: ``"record"`` (default) gives unreadable images NaN scores and a message in
+                ``result.errors``, with a warning; ``"raise"`` raises :class:`ScoringError`
+                after scoring the others (the partial result is on the exception).
+            callback: called as ``callback(done, total)`` after each batch; it may raise to
+                stop early (ComfyUI's cancel uses this).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if on_error not in ("record", "raise"):
+            raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
+        items = collect_images(images)
+        n = len(items)
+        tech = torch.full((n,), float("nan"))
+        rat = torch.full((n,), float("nan"))
+        nat = torch.full((n,), float("nan"))
+        errors = {i: it.error for i, it in enumerate(items) if not it.ok}
+        todo = [i for i, it in enumerate(items) if it.ok]
+        bar = self._progress_bar(len(todo), batch_size, progress)
+        done = 0
+        try:
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start:start + batch_size]
+                t, r, nn_ = self._score_items([items[i] for i in idx], errors, idx)
+                ok = [j for j, i in enumerate(idx) if i not in errors]
+                for j in ok:
+                    tech[idx[j]], rat[idx[j]], nat[idx[j]] = t[j], r[j], nn_[j]
+                done += len(idx)
+                if bar is not None:
+                    bar.update(len(idx))
+                if callback is not None:
+                    callback(done, len(todo))
+        finally:
+            if bar is not None:
+                bar.close()
+        result = ScoreResult(tech, rat, nat, [it.source for it in items], errors,
+                             tuple(self.config.score_range))
+        if errors:
+            msg = f"{len(errors)} of {n} image(s) could not be scored: " + "; ".join(
+                errors[i] for i in sorted(errors)[:5]) + (" ..." if len(errors) > 5 else "")
+            if on_error == "raise":
+                raise ScoringError(msg, result)
+            warnings.warn(msg, stacklevel=2)
+        return result
+
+    __call__ = score
+
+    @torch.inference_mode()
+    def score_tensors(self, images: Sequence[Tensor]) -> Dict[str, Tensor]:
+        """Score already-validated RGB ``[3, H, W]`` images (uint8 or float in [0, 1]) in one
+        batch; returns float32 tensors on the scorer's device. No error handling: for faces
+        that validated their input themselves."""
+        x_t, x_r = self.preprocessor(self.preprocessor.prepare(images))
+        out = self._forward(x_t, x_r)
+        return {"technical": out.technical.float(), "rationality": out.rationality.float(),
+                "naturalness": out.naturalness.float()}
+
+    def _forward(self, x_t: Tensor, x_r: Tensor) -> JointOutput:
+        x_t, x_r = x_t.to(self.dtype), x_r.to(self.dtype)
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+            x_r = x_r.contiguous(memory_format=torch.channels_last)
+        if not self.batch_invariant or x_t.shape[0] <= 1:
+            return self.model(x_t, x_r)
+        outs = [self.model(x_t[i:i + 1], x_r[i:i + 1]) for i in range(x_t.shape[0])]
+        return JointOutput(*(torch.cat([getattr(o, k) for o in outs])
+                             for k in ("technical", "rationality", "naturalness")))
+
+    @torch.inference_mode()
+    def _score_items(self, batch: List[ImageItem], errors: Dict[int, str], idx: List[int]):
+        """Score one chunk; an image that fails inside preprocessing is retried alone so that
+        it does not take the others down."""
+        try:
+            s = self.score_tensors([it.tensor for it in batch])
+            return s["technical"].cpu(), s["rationality"].cpu(), s["naturalness"].cpu()
+        except (RuntimeError, ValueError) as e:
+            if _is_oom(e) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                errors[idx[0]] = f"{batch[0].source}: scoring failed ({_first_line(e)})"
+                nan = torch.full((1,), float("nan"))
+                return nan, nan, nan
+        outs = [self._score_items([it], errors, [i]) for it, i in zip(batch, idx)]
+        return tuple(torch.cat([o[k] for o in outs]) for k in range(3))
+
+    @staticmethod
+    def _progress_bar(total: int, batch_size: int, progress: Optional[bool]):
+        import sys
+
+        if progress is None:
+            progress = total > batch_size and sys.stderr.isatty()
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc="scoring", unit="img")
+
+
+def _is_oom(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower()
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:300]

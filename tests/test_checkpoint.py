@@ -1,0 +1,148 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from joint_core import CheckpointError, NaturalnessScorer, NoModelError, load_model, resolve_model, save_model
+from joint_core import checkpoint
+from joint_core.checkpoint import WEIGHTS_NAME
+
+
+def _state_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_reload_is_bit_identical(tiny_model_dir, tmp_path):
+    m1 = load_model(tiny_model_dir)
+    out = save_model(m1, tmp_path / "again")
+    m2 = load_model(out)
+    assert _state_equal(m1, m2)
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(m1(x, x).naturalness, m2(x, x).naturalness)
+    assert (out / "config.json").read_text() == (tiny_model_dir / "config.json").read_text()
+
+
+def test_fp16_save_loads_into_fp32_model(tiny_model_dir, tmp_path):
+    m1 = load_model(tiny_model_dir)
+    out = save_model(m1, tmp_path / "half", dtype=torch.float16)
+    assert load_file(str(out / WEIGHTS_NAME))["technical.head.0.weight"].dtype == torch.float16
+    m2 = load_model(out)
+    w1, w2 = m1.technical.head[0].weight, m2.technical.head[0].weight
+    assert w2.dtype == torch.float32 and torch.equal(w2, w1.half().float())
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_tampered_weights_fail_loudly(tiny_model_dir, tmp_path):
+    bad = _copy(tiny_model_dir, tmp_path / "tampered")
+    data = bytearray((bad / WEIGHTS_NAME).read_bytes())
+    data[-10] ^= 0xFF                      # flip bits inside the last tensor's data
+    (bad / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_model(bad)
+
+
+def test_truncated_weights_fail_loudly(tiny_model_dir, tmp_path):
+    bad = _copy(tiny_model_dir, tmp_path / "truncated")
+    data = (bad / WEIGHTS_NAME).read_bytes()
+    (bad / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_model(bad)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.pop("technical.head.0.bias"), "missing 1: \\['technical.head.0.bias'\\]"),
+    (lambda s: s.__setitem__("extra.weight", torch.zeros(2)), "unexpected 1: \\['extra.weight'\\]"),
+    (lambda s: s.__setitem__("technical.head.0.bias", torch.zeros(3)), "wrong shape 1"),
+])
+def test_strict_loading(tiny_model_dir, tmp_path, edit, message):
+    bad = _copy(tiny_model_dir, tmp_path / "edited")
+    state = load_file(str(bad / WEIGHTS_NAME))
+    edit(state)
+    save_file(state, str(bad / WEIGHTS_NAME))   # no checksum: strictness alone must catch it
+    with pytest.raises(CheckpointError, match=message):
+        load_model(bad)
+
+
+def test_config_errors_name_the_file(tiny_model_dir, tmp_path):
+    bad = _copy(tiny_model_dir, tmp_path / "badcfg")
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["fusion"]["weight"] = 1
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"badcfg/config.json: config.fusion: unknown key"):
+        load_model(bad)
+
+
+def test_resolution_order(tiny_model_dir, isolated_models, monkeypatch):
+    with pytest.raises(NoModelError, match="joint convert JOINT_2024.pth"):
+        resolve_model()
+    shipped = _copy(tiny_model_dir, isolated_models / "shipped")
+    monkeypatch.setattr(checkpoint, "SHIPPED_DEFAULT", shipped)
+    assert resolve_model().origin == "shipped default"
+    assert resolve_model("default").path == shipped
+    cache = _copy(tiny_model_dir, checkpoint.default_model_dir())
+    assert resolve_model().origin == "user cache" and resolve_model().path == cache
+    other = _copy(tiny_model_dir, isolated_models / "env-model")
+    monkeypatch.setenv("JOINT_MODEL", str(other))
+    r = resolve_model()
+    assert r.path == other and "JOINT_MODEL" in r.origin
+    explicit = resolve_model(str(tiny_model_dir / "config.json"))
+    assert explicit.path == tiny_model_dir and explicit.origin == "argument"
+    assert resolve_model(tiny_model_dir / WEIGHTS_NAME).path == tiny_model_dir
+
+
+def test_resolution_errors(tmp_path):
+    (tmp_path / "x.pth").write_bytes(b"0")
+    with pytest.raises(CheckpointError, match="joint convert"):
+        resolve_model(tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="holds a .pth file"):
+        resolve_model(tmp_path)
+    with pytest.raises(CheckpointError, match="no such model folder"):
+        resolve_model(str(tmp_path / "missing"))
+
+
+def _fake_hub_cache(root: Path, repo_id: str, model_dir: Path) -> Path:
+    """The on-disk layout huggingface_hub uses for a downloaded snapshot."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in model_dir.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def test_hub_ids_load_offline_from_the_hub_cache(tiny_model_dir, tmp_path):
+    cache = _fake_hub_cache(tmp_path / "hub", "someone/tiny-joint", tiny_model_dir)
+    code = ("import sys; from joint_core import NaturalnessScorer as S, CheckpointError as E\n"
+            "s = S.from_pretrained('someone/tiny-joint', device='cpu'); print(s.source.origin)\n"
+            "try:\n    S.from_pretrained('someone/not-cached')\nexcept E as e:\n    print('ERR', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "hub"
+    assert lines[1].startswith("ERR hub model 'someone/not-cached' could not be loaded")
+    assert "HF_HUB_OFFLINE" in lines[1]
+
+
+def test_scorer_save_pretrained_round_trip(tiny_scorer, tmp_path):
+    out = tiny_scorer.save_pretrained(tmp_path / "saved")
+    again = NaturalnessScorer.from_pretrained(out, device="cpu")
+    x = torch.rand(2, 3, 70, 90)
+    a, b = tiny_scorer.score(x), again.score(x)
+    assert torch.equal(a.naturalness, b.naturalness)

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from joint_core import CalibrationConfig, JointModel, get_preset, logistic4
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return JointModel(get_preset("tiny-test")).eval()
+
+
+def test_branch_outputs_and_stage_features(tiny):
+    x = torch.rand(2, 3, 64, 64)
+    out = tiny(x, x, return_features=True)
+    assert out.technical.shape == out.rationality.shape == out.naturalness.shape == (2,)
+    assert out.rationality_embedding.shape == (2, tiny.rationality.feature_dim)
+    stages = out.rationality_stages
+    assert len(stages) == 5                     # ResNet: stem + 4 stages, as paper eq. 3 needs
+    assert [s.shape[1] for s in stages] == [32, 32, 48, 192, 96]
+    emb, st = tiny.rationality_features(x)
+    torch.testing.assert_close(emb, out.rationality_embedding)
+
+
+def test_paper_resnet50_has_five_stages():
+    cfg = get_preset("paper")
+    model = JointModel(cfg).eval()
+    with torch.inference_mode():
+        emb, stages = model.rationality_features(torch.rand(1, 3, 224, 224))
+    assert emb.shape == (1, 2048)
+    assert [s.shape[1] for s in stages] == [64, 256, 512, 1024, 2048]
+    assert model.technical.feature_dim == 768
+
+
+def test_fusion_weights_and_bias(tiny):
+    t = torch.tensor([1.0, 2.0, 5.0])
+    r = torch.tensor([3.0, 1.0, 4.0])
+    torch.testing.assert_close(tiny.fuse(t, r), 0.145 * t + 0.769 * r)
+    cfg = get_preset("tiny-test")
+    cfg.fusion.bias = 0.5
+    m = JointModel(cfg)
+    torch.testing.assert_close(m.fuse(t, r), 0.145 * t + 0.769 * r + 0.5)
+
+
+def test_logistic_calibration():
+    params = (8.1866, 1.0193, 4.3916, 1.3753)
+    x = torch.tensor([-100.0, 4.3916, 100.0])
+    y = logistic4(x, params)
+    assert abs(float(y[1]) - (8.1866 + 1.0193) / 2) < 1e-4      # midpoint at b3
+    assert abs(float(y[2]) - 8.1866) < 1e-3 and abs(float(y[0]) - 1.0193) < 1e-3
+    cfg = get_preset("tiny-test")
+    cfg.calibration = CalibrationConfig(params=params, input="sum")
+    m = JointModel(cfg)
+    t, r = torch.tensor([2.0]), torch.tensor([3.0])
+    torch.testing.assert_close(m.fuse(t, r), logistic4(t + r, params))
+
+
+def test_logits_head_layout():
+    cfg = get_preset("tiny-test")
+    cfg.rationality.head_input = "logits"
+    cfg.rationality.num_logits = 10
+    m = JointModel(cfg).eval()
+    assert m.rationality.feature_dim == 10
+    assert m.rationality.head[0].in_features == 10
+    out = m(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), return_features=True)
+    assert out.rationality_embedding.shape == (1, 10)
+
+
+def test_unknown_backbone_is_a_clear_error():
+    from joint_core import ConfigError
+
+    cfg = get_preset("tiny-test")
+    cfg.technical.backbone = "resnet_does_not_exist"
+    with pytest.raises(ConfigError, match="timm has no model named 'resnet_does_not_exist'"):
+        JointModel(cfg)
