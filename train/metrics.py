@@ -1,0 +1,315 @@
+"""Evaluation metrics of the IQA literature (AGIN paper, appendix C.2): SRCC, KRCC, PLCC (raw and
+after the standard 4-parameter logistic mapping), RMSE, bootstrap confidence intervals, and a
+Markdown table in the layout of the paper's Tables 3-6.
+
+Inputs may be lists, NumPy arrays or torch tensors. Pairs where either value is NaN or infinite
+are dropped. Nothing here raises on degenerate data: fewer than 3 pairs or a constant input give NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from joint_core.model import logistic4
+from joint_core.scorer import AXES
+
+#: target keys of :meth:`RatedDataset.arrays` and the axis each one rates
+TARGET_ALIASES = {"mos_t": "technical", "mos_r": "rationality", "mos": "naturalness"}
+_BOOTSTRAP_METRICS = ("srcc", "plcc", "plcc_raw", "krcc", "rmse")
+_MIN_N = 3
+
+
+def _array(x: Any, argument: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float64).numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim > 1 and sum(d != 1 for d in a.shape) <= 1:   # [N, 1] / [1, N]
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise ValueError(f"{argument} must be 1-D, got shape {a.shape}")
+    return a
+
+
+def _clean(pred: Any, mos: Any) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Both inputs as float64 vectors without the pairs where either is not finite, and how many were dropped."""
+    p, m = _array(pred, "pred"), _array(mos, "mos")
+    if p.shape != m.shape:
+        raise ValueError(f"pred has {p.size} values but mos has {m.size}")
+    keep = np.isfinite(p) & np.isfinite(m)
+    return p[keep], m[keep], int(p.size - keep.sum())
+
+
+def _degenerate(p: np.ndarray, m: np.ndarray, n_min: int = _MIN_N) -> bool:
+    return p.size < n_min or np.ptp(p) == 0 or np.ptp(m) == 0
+
+
+def _quiet(fn, *args) -> float:
+    """``fn(*args).statistic`` with scipy's warnings (constant input, ...) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fn(*args)
+    return float(res.statistic if hasattr(res, "statistic") else res[0])
+
+
+def srcc(pred: Any, mos: Any) -> float:
+    """Spearman rank-order correlation (``scipy.stats.spearmanr``); NaN for < 3 pairs or a constant input."""
+    from scipy import stats
+
+    p, m, _ = _clean(pred, mos)
+    return math.nan if _degenerate(p, m) else _quiet(stats.spearmanr, p, m)
+
+
+def krcc(pred: Any, mos: Any) -> float:
+    """Kendall rank-order correlation (tau-b, ``scipy.stats.kendalltau``); NaN when degenerate."""
+    from scipy import stats
+
+    p, m, _ = _clean(pred, mos)
+    return math.nan if _degenerate(p, m) else _quiet(stats.kendalltau, p, m)
+
+
+def plcc(pred: Any, mos: Any) -> float:
+    """Pearson linear correlation of the raw values (``scipy.stats.pearsonr``); NaN when degenerate."""
+    from scipy import stats
+
+    p, m, _ = _clean(pred, mos)
+    return math.nan if _degenerate(p, m) else _quiet(stats.pearsonr, p, m)
+
+
+def rmse(pred: Any, mos: Any) -> float:
+    """Root mean squared error of the raw values; NaN without pairs."""
+    p, m, _ = _clean(pred, mos)
+    return math.nan if p.size == 0 else float(np.sqrt(np.mean((p - m) ** 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# logistic mapping
+# --------------------------------------------------------------------------------------------
+
+
+def _logistic(x: np.ndarray, params: Sequence[float]) -> np.ndarray:
+    """joint_core's 4-parameter logistic, in float64, on a NumPy array."""
+    with np.errstate(all="ignore"):
+        return logistic4(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)), params).numpy()
+
+
+def _linear_params(x: np.ndarray, y: np.ndarray) -> Tuple[float, float, float, float]:
+    """A least-squares line ``y = a x + c`` written as a logistic: with a huge ``|b4|`` the logistic
+    is linear over the data (``sigmoid(z) = 1/2 + z/4 + O(z^3)``, relative error below 1e-8 here).
+    A constant ``x`` gives the constant ``mean(y)``."""
+    if y.size == 0:
+        return (math.nan,) * 4
+    mean_y = float(np.mean(y))
+    sx = float(np.std(x)) if x.size else 0.0
+    if x.size < 2 or sx == 0:
+        return mean_y, mean_y, float(np.mean(x)) if x.size else 0.0, 1.0
+    a = float(np.cov(x, y, bias=True)[0, 1] / sx ** 2)
+    b3 = float(np.mean(x))
+    s = 1e5 * (sx + float(np.ptp(x)))
+    mid = mean_y  # the line passes through (mean x, mean y) = the logistic's midpoint (b3, (b1 + b2) / 2)
+    return mid + 2 * s * a, mid - 2 * s * a, b3, s
+
+
+def _sse(x: np.ndarray, y: np.ndarray, params: Sequence[float]) -> float:
+    r = _logistic(x, params) - y
+    v = float(np.dot(r, r))
+    return v if math.isfinite(v) else math.inf
+
+
+def _fit(x: np.ndarray, y: np.ndarray, extra_p0: Optional[Sequence[float]] = None,
+         maxfev: int = 20000) -> Tuple[float, float, float, float]:
+    linear = _linear_params(x, y)
+    if _degenerate(x, y, n_min=4):
+        return linear
+    from scipy.optimize import curve_fit
+
+    def f(xx: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+        return _logistic(xx, (b1, b2, b3, b4))
+
+    def jac(xx: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+        # analytic derivatives (several times fewer evaluations than finite differences);
+        # s = sigmoid((x - b3) / |b4|) is logistic4 with b1 = 1, b2 = 0
+        s = _logistic(xx, (1.0, 0.0, b3, b4))
+        with np.errstate(all="ignore"):
+            ds = (b1 - b2) * s * (1.0 - s)
+            z = (xx - b3) / abs(b4)
+            return np.stack([s, 1.0 - s, -ds / abs(b4), -ds * z / b4], axis=1)
+
+    sx = float(np.std(x)) or 1.0
+    guesses = [[float(np.max(y)), float(np.min(y)), float(np.mean(x)), sx],
+               [float(np.min(y)), float(np.max(y)), float(np.mean(x)), sx]]   # decreasing relation
+    if extra_p0 is not None and all(math.isfinite(v) for v in extra_p0):
+        guesses = [list(extra_p0)]   # bootstrap resamples: warm start from the full-sample fit only
+    best, best_sse = linear, _sse(x, y, linear)
+    for p0 in guesses:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                popt, _ = curve_fit(f, x, y, p0=p0, jac=jac, maxfev=maxfev)
+        except (RuntimeError, ValueError, FloatingPointError, OverflowError, np.linalg.LinAlgError):
+            continue
+        popt = [float(v) for v in popt]
+        if not all(math.isfinite(v) for v in popt) or popt[3] == 0:
+            continue
+        sse = _sse(x, y, popt)
+        if sse < best_sse:
+            best, best_sse = (popt[0], popt[1], popt[2], abs(popt[3])), sse
+    return best
+
+
+def fit_logistic(pred: Any, mos: Any) -> Tuple[float, float, float, float]:
+    """Fit ``mos ~ (b1 - b2) * sigmoid((pred - b3) / |b4|) + b2`` (joint_core's ``logistic4``).
+
+    ``scipy.optimize.curve_fit`` (maxfev 20000) from ``[max(mos), min(mos), mean(pred),
+    std(pred) or 1]`` and from the mirrored guess for a decreasing relation; the fit with the
+    smaller squared error wins. Never raises: with fewer than 4 pairs, a constant input, a failed
+    fit, or a fit worse than a straight line, it returns the least-squares line written in the
+    same parametrisation (a huge ``|b4|``), or the constant ``mean(mos)`` for a constant ``pred``;
+    all NaN without pairs.
+    """
+    p, m, _ = _clean(pred, mos)
+    return _fit(p, m)
+
+
+def _pearson_np(a: np.ndarray, b: np.ndarray) -> float:
+    if _degenerate(a, b):
+        return math.nan
+    a = a - a.mean()
+    b = b - b.mean()
+    return float(np.dot(a, b) / math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b))))
+
+
+def plcc_fitted(pred: Any, mos: Any) -> float:
+    """PLCC between ``mos`` and ``pred`` after the logistic mapping of :func:`fit_logistic`."""
+    p, m, _ = _clean(pred, mos)
+    if p.size < _MIN_N:
+        return math.nan
+    return _pearson_np(_logistic(p, _fit(p, m)), m)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _point(p: np.ndarray, m: np.ndarray, p0: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    from scipy import stats
+
+    if p.size < _MIN_N:
+        return {k: math.nan for k in _BOOTSTRAP_METRICS} | {"logistic": [math.nan] * 4}
+    params = _fit(p, m, extra_p0=p0)
+    mapped = _logistic(p, params)
+    deg = _degenerate(p, m)
+    return {
+        "srcc": math.nan if deg else _quiet(stats.spearmanr, p, m),
+        "plcc": _pearson_np(mapped, m),
+        "plcc_raw": _pearson_np(p, m),
+        "krcc": math.nan if deg else _quiet(stats.kendalltau, p, m),
+        "rmse": float(np.sqrt(np.mean((mapped - m) ** 2))),
+        "logistic": list(params),
+    }
+
+
+def evaluate(pred: Any, mos: Any, bootstrap: int = 0, seed: int = 0, ci: float = 0.95) -> Dict[str, Any]:
+    """All metrics for one axis.
+
+    Returns ``n`` (pairs used), ``n_dropped`` (pairs with NaN/inf dropped), ``srcc``, ``plcc``
+    (after the logistic mapping), ``plcc_raw``, ``krcc``, ``rmse`` (after the mapping) and
+    ``logistic`` (the 4 fitted parameters). With ``bootstrap > 0`` also ``<metric>_ci = [lo, hi]``
+    for each metric: percentile interval at level ``ci`` over ``bootstrap`` resamples of the pairs
+    with replacement (``numpy.random.default_rng(seed)``; each resample refits the logistic), and
+    ``bootstrap``/``ci``. Fewer than 3 pairs give NaN metrics, never an exception.
+    """
+    if int(bootstrap) < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
+    if not 0 < float(ci) < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    p, m, dropped = _clean(pred, mos)
+    out: Dict[str, Any] = {"n": int(p.size), "n_dropped": dropped}
+    out.update(_point(p, m))
+    if bootstrap:
+        samples = {k: np.full(int(bootstrap), np.nan) for k in _BOOTSTRAP_METRICS}
+        if p.size >= _MIN_N:
+            rng = np.random.default_rng(seed)
+            for b in range(int(bootstrap)):
+                idx = rng.integers(0, p.size, size=p.size)
+                res = _point(p[idx], m[idx], p0=out["logistic"])
+                for k in _BOOTSTRAP_METRICS:
+                    samples[k][b] = res[k]
+        lo_q, hi_q = 50 * (1 - float(ci)), 50 * (1 + float(ci))
+        for k, v in samples.items():
+            v = v[np.isfinite(v)]
+            out[f"{k}_ci"] = [float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))] if v.size \
+                else [math.nan, math.nan]
+        out["bootstrap"] = int(bootstrap)
+        out["ci"] = float(ci)
+    return out
+
+
+def evaluate_axes(preds: Dict[str, Any], targets: Dict[str, Any], **kw: Any) -> Dict[str, Dict[str, Any]]:
+    """:func:`evaluate` per axis (``technical``, ``rationality``, ``naturalness``, then any others).
+
+    ``targets`` may use the keys of :meth:`RatedDataset.arrays` (``mos_t``, ``mos_r``, ``mos``,
+    see :data:`TARGET_ALIASES`). Axes whose targets are all NaN (the data set does not rate
+    them) and axes without a prediction are skipped. ``kw`` goes to :func:`evaluate`.
+    """
+    named: Dict[str, Any] = {}
+    for key, value in targets.items():
+        axis = TARGET_ALIASES.get(key, key)
+        if axis not in named or key == axis:
+            named[axis] = value
+    order = [a for a in AXES if a in named] + [a for a in named if a not in AXES]
+    out: Dict[str, Dict[str, Any]] = {}
+    for axis in order:
+        if axis not in preds:
+            continue
+        target = _array(named[axis], f"targets[{axis!r}]")
+        if not np.isfinite(target).any():
+            continue
+        out[axis] = evaluate(preds[axis], target, **kw)
+    return out
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return "-"
+        if v.size == 1:
+            return f"{v[0]:.4f}"
+        return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{x:.4f}" if math.isfinite(x) else "-"
+
+
+def paper_table(rows: Dict[str, Dict[str, Dict[str, Any]]], axes: Sequence[str] = AXES,
+                metrics: Sequence[str] = ("srcc", "plcc")) -> str:
+    """A Markdown table in the layout of the paper's Tables 3-6.
+
+    ``rows`` maps a method / variant name to ``{axis: {metric: value}}`` (e.g. the output of
+    :func:`evaluate_axes`). One row per method in the given order; columns ``<Axis> <METRIC>``
+    per axis and metric. Values print with 4 decimals; a list (one value per split) prints as
+    ``mean ± std`` (sample std, ddof=1) of its finite values; missing or NaN values print ``-``.
+    """
+    header = ["Method"] + [f"{a.capitalize()} {m.upper()}" for a in axes for m in metrics]
+    lines: List[str] = ["| " + " | ".join(header) + " |",
+                        "|:--" + "|--:" * (len(header) - 1) + "|"]
+    for method, per_axis in rows.items():
+        cells = [str(method).replace("|", "\\|")]
+        for a in axes:
+            res = (per_axis or {}).get(a) or {}
+            cells += [_cell(res.get(m)) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
