@@ -172,7 +172,7 @@ class JointConfig:
             raise ConfigError(
                 f"config format_version {version!r} is not supported by this joint "
                 f"(expects {FORMAT_VERSION}); upgrade joint or re-export the model")
-        cfg = _build(cls, data, "config")
+        cfg = build_dataclass(cls, data, "config")
         cfg.validate()
         return cfg
 
@@ -277,7 +277,10 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _build(tp: Any, value: Any, where: str) -> Any:
+def build_dataclass(tp: Any, value: Any, where: str) -> Any:
+    """Strictly convert JSON-like ``value`` into type ``tp`` (dataclasses, Optional, Literal,
+    tuples, dicts, scalars); unknown keys and wrong types raise :class:`ConfigError` naming
+    ``where`` (a dotted path)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -290,7 +293,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _build(arg, value, where)
+                return build_dataclass(arg, value, where)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: unexpected null")
@@ -306,7 +309,7 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         unknown = sorted(set(value) - names)
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-        kwargs = {k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        kwargs = {k: build_dataclass(hints[k], v, f"{where}.{k}") for k, v in value.items()}
         try:
             return tp(**kwargs)
         except TypeError as e:  # a required field is missing
@@ -315,10 +318,15 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(build_dataclass(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
-        return tuple(_build(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(build_dataclass(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        item = args[0] if args else Any
+        return [build_dataclass(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Dict):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be an object, got {type(value).__name__}")

@@ -245,3 +245,24 @@ def test_objective_errors():
         LossConfig(alpha=-1)
     with pytest.raises(ValueError, match="tau"):
         LossConfig(tau=0)
+
+
+def test_missing_labels_skip_uses_only_labelled_samples():
+    from train.losses import LossConfig, consistency_loss, joint_objective
+
+    torch.manual_seed(0)
+    t, r = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    nan = float("nan")
+    mos_t = torch.tensor([1.0, 2.0, 3.0, nan, nan, nan])
+    mos_r = torch.tensor([nan, nan, nan, 4.0, 2.0, 5.0])
+    cfg = LossConfig(objective="fs", missing_labels="skip")
+    loss, parts = joint_objective(t, r, torch.full((6,), nan), mos_t, mos_r, None, cfg)
+    expected = consistency_loss(t[:3], mos_t[:3]) + consistency_loss(r[3:], mos_r[3:])
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert torch.all(t.grad[3:] == 0) and torch.all(r.grad[:3] == 0) and t.grad[:3].abs().sum() > 0
+    # a label kind absent from the whole batch contributes nothing (and no NaN)
+    loss2, _ = joint_objective(t, r, torch.full((6,), nan), mos_t, torch.full((6,), nan), None, cfg)
+    torch.testing.assert_close(loss2, consistency_loss(t[:3], mos_t[:3]))
+    with pytest.raises(ValueError, match="NaN"):
+        joint_objective(t, r, torch.full((6,), nan), mos_t, mos_r, None, LossConfig(objective="fs"))

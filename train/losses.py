@@ -173,6 +173,8 @@ class LossConfig:
     L_FS + lambda_is * L_IS (eq. 7). ``alpha`` weighs L_SRCC in L_C, ``beta`` weighs L_WSD,
     ``plcc_weight`` an optional PLCC term in L_C, ``tau`` the soft-rank temperature (MOS units),
     ``wsd_p`` the Wasserstein order (the paper uses 2); ``use_wsd=False`` drops the WSD term.
+    ``missing_labels="skip"`` computes each L_C term on the samples that have that label (for
+    batches mixing data sets rated on different perspectives); ``"error"`` refuses NaN labels.
     """
 
     objective: Literal["is", "fs", "joint++"] = "is"
@@ -183,6 +185,7 @@ class LossConfig:
     tau: float = 0.1
     wsd_p: int = 2
     use_wsd: bool = True
+    missing_labels: Literal["error", "skip"] = "error"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -195,12 +198,14 @@ class LossConfig:
             raise ValueError(f"LossConfig.tau must be > 0, got {self.tau!r}")
         if not isinstance(self.wsd_p, int) or isinstance(self.wsd_p, bool) or self.wsd_p < 1:
             raise ValueError(f"LossConfig.wsd_p must be an integer >= 1, got {self.wsd_p!r}")
+        if self.missing_labels not in ("error", "skip"):
+            raise ValueError(f"LossConfig.missing_labels must be 'error' or 'skip', got {self.missing_labels!r}")
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
 
 
-def _labels(x: Optional[Tensor], name: str, objective: str, n: int) -> Tensor:
+def _labels(x: Optional[Tensor], name: str, objective: str, n: int, allow_nan: bool = False) -> Tensor:
     if x is None:
         raise ValueError(f"objective {objective!r} needs {name} (per-perspective MOS), but {name} is None; "
                          f"use objective 'is' for data sets rated only overall")
@@ -208,7 +213,7 @@ def _labels(x: Optional[Tensor], name: str, objective: str, n: int) -> Tensor:
     if x.numel() != n:
         raise ValueError(f"{name} has {x.numel()} values for a batch of {n}")
     bad = int(torch.isnan(x.float()).sum())
-    if bad:
+    if bad and not allow_nan:
         raise ValueError(f"objective {objective!r} needs {name} for every sample, but {bad} of {n} are NaN "
                          f"(the data set lacks these ratings); use objective 'is'")
     return x
@@ -236,7 +241,14 @@ def joint_objective(t: Tensor, r: Tensor, mos: Tensor, mos_t: Optional[Tensor], 
     obj = cfg.objective
     logged: Dict[str, Tensor] = {}
 
+    skip = cfg.missing_labels == "skip"
+
     def lc(pred: Tensor, target: Tensor, key: str) -> Tensor:
+        if skip:
+            keep = ~torch.isnan(torch.as_tensor(target).to(pred.device).float().reshape(-1))
+            if not bool(keep.any()):
+                return pred.sum() * 0.0        # no label of this kind in the batch
+            pred, target = pred.reshape(-1)[keep], torch.as_tensor(target).to(pred.device).reshape(-1)[keep]
         total, parts = _consistency_parts(pred, target, cfg.alpha, cfg.plcc_weight, cfg.tau)
         logged[key] = total
         logged.update({f"{key}_{k}": v for k, v in parts.items()})
@@ -244,12 +256,12 @@ def joint_objective(t: Tensor, r: Tensor, mos: Tensor, mos_t: Optional[Tensor], 
 
     loss: Optional[Tensor] = None
     if obj in ("fs", "joint++"):
-        mt = _labels(mos_t, "mos_t", obj, n)
-        mr = _labels(mos_r, "mos_r", obj, n)
+        mt = _labels(mos_t, "mos_t", obj, n, allow_nan=skip)
+        mr = _labels(mos_r, "mos_r", obj, n, allow_nan=skip)
         logged["fs"] = lc(t, mt, "fs_t") + lc(r, mr, "fs_r")
         loss = logged["fs"]
     if obj in ("is", "joint++"):
-        m = _labels(mos, "mos", obj, n)
+        m = _labels(mos, "mos", obj, n, allow_nan=skip)
         l_is = lc(t, m, "is_t") + lc(r, m, "is_r")
         if cfg.use_wsd and wsd is not None:
             logged["wsd"] = _f(torch.as_tensor(wsd)).mean()

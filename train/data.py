@@ -1,0 +1,190 @@
+"""From a recipe's data specs to batches: read, rescale, split, cache, sample.
+
+Every image of every data set is decoded once into an :class:`~train.cache.ImageCache`;
+batches carry uint8 tensors and labels, and the augmentation and branch inputs are computed
+on the device by :class:`joint_core.preprocess.Preprocessor` inside the training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .cache import ImageCache
+from .datasets import RatedDataset, Sample, load_dataset
+from .recipe import DataSpec, Recipe, RecipeError
+from .splits import Split, holdout_split, make_splits, split_with_official_test
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass
+class Item:
+    """One sample of one data set (``key`` = ``"<dataset>/<name>"``, unique across sets)."""
+
+    dataset: str
+    sample: Sample
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.sample.name}"
+
+    @property
+    def ref_key(self) -> Optional[str]:
+        return f"{self.dataset}/ref/{self.sample.ref_path}" if self.sample.ref_path else None
+
+
+@dataclass
+class Batch:
+    images: List[Tensor]
+    refs: Optional[List[Tensor]]
+    mos: Tensor
+    mos_t: Tensor
+    mos_r: Tensor
+    keys: List[str]
+    datasets: List[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class TrainingData:
+    datasets: Dict[str, RatedDataset]
+    splits: Dict[str, Split]
+    cache: ImageCache
+    parts: Dict[str, List[Item]] = field(default_factory=dict)
+
+    def items(self, part: str) -> List[Item]:
+        return self.parts[part]
+
+    def save_splits(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, split in self.splits.items():
+            split.save(folder / f"{name}.json")
+
+
+def _label(value: Optional[float]) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def load_spec(spec: DataSpec) -> RatedDataset:
+    ds = load_dataset(spec.kind, **spec.args)
+    if spec.rescale is not None:
+        ds = ds.rescaled(tuple(spec.rescale))
+    for lab in spec.drop_labels:
+        for s in ds.samples:
+            setattr(s, lab, None)
+    return ds
+
+
+def make_split(spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> Split:
+    args = dict(spec.split)
+    kind = args.pop("kind", "random")
+    args.setdefault("seed", seed)
+    try:
+        if kind == "random":
+            n = int(args.pop("n_splits", 5))
+            if index >= n:
+                raise RecipeError(f"data {spec.name}: split {index} requested but n_splits is {n}")
+            return make_splits(ds, n_splits=n, **args)[index]
+        if kind == "official":
+            return split_with_official_test(ds, **args)
+        if kind == "holdout":
+            return holdout_split(ds, **args)
+        if kind == "file":
+            return Split.load(args["path"])
+    except TypeError as e:
+        raise RecipeError(f"data {spec.name}: split options {spec.split}: {e}") from None
+    raise RecipeError(f"data {spec.name}: unknown split kind {kind!r}")
+
+
+def n_splits(recipe: Recipe) -> int:
+    """How many splits ``cv`` runs: the largest ``n_splits`` of the random-split data sets."""
+    return max([int(d.split.get("n_splits", 5)) for d in recipe.data
+                if d.split.get("kind", "random") == "random"] or [1])
+
+
+def prepare_data(recipe: Recipe, split_index: int = 0, cache_root: Optional[Path] = None,
+                 progress: bool = True) -> TrainingData:
+    datasets = {spec.name: load_spec(spec) for spec in recipe.data}
+    splits = {spec.name: make_split(spec, datasets[spec.name], split_index, recipe.seed)
+              for spec in recipe.data}
+    parts: Dict[str, List[Item]] = {p: [] for p in PARTS}
+    for name, ds in datasets.items():
+        by_name = {s.name: s for s in ds.samples}
+        for part in PARTS:
+            parts[part].extend(Item(name, by_name[n]) for n in getattr(splits[name], part))
+    to_cache = {}
+    for items in parts.values():
+        for it in items:
+            to_cache[it.key] = it.sample.path
+            if it.sample.ref_path:
+                to_cache[it.ref_key] = it.sample.ref_path
+    cache = ImageCache.build(sorted(to_cache.items()), max_side=recipe.train.cache_max_side,
+                             root=cache_root, progress=progress)
+    return TrainingData(datasets, splits, cache, parts)
+
+
+class ItemSet(torch.utils.data.Dataset):
+    """Items -> dicts of uint8 image (and reference) tensors and labels."""
+
+    def __init__(self, items: Sequence[Item], cache: ImageCache):
+        self.items = list(items)
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        it = self.items[i]
+        s = it.sample
+        return {"image": self.cache[it.key], "ref": self.cache[it.ref_key] if it.ref_key else None,
+                "mos": _label(s.mos), "mos_t": _label(s.mos_t), "mos_r": _label(s.mos_r),
+                "key": it.key, "dataset": it.dataset}
+
+
+def collate(rows: List[dict]) -> Batch:
+    refs = [r["ref"] for r in rows]
+    return Batch(
+        images=[r["image"] for r in rows],
+        refs=refs if all(x is not None for x in refs) else None,
+        mos=torch.tensor([r["mos"] for r in rows], dtype=torch.float32),
+        mos_t=torch.tensor([r["mos_t"] for r in rows], dtype=torch.float32),
+        mos_r=torch.tensor([r["mos_r"] for r in rows], dtype=torch.float32),
+        keys=[r["key"] for r in rows],
+        datasets=[r["dataset"] for r in rows],
+    )
+
+
+def loader(items: Sequence[Item], cache: ImageCache, batch_size: int, shuffle: bool, seed: int,
+           num_workers: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(ItemSet(items, cache), batch_size=batch_size, shuffle=shuffle,
+                                       generator=g, num_workers=num_workers, collate_fn=collate,
+                                       drop_last=drop_last)
+
+
+def labels_of(items: Sequence[Item]) -> Dict[str, List[float]]:
+    return {lab: [_label(getattr(it.sample, lab)) for it in items] for lab in ("mos", "mos_t", "mos_r")}
+
+
+def describe(data: TrainingData) -> str:
+    lines = []
+    for name, split in data.splits.items():
+        lines.append(f"{name}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
+    return "; ".join(lines)
+
+
+def split_manifest(data: TrainingData) -> str:
+    return json.dumps({n: {p: len(getattr(s, p)) for p in PARTS} for n, s in data.splits.items()})
+
+
+def finite(x: float) -> bool:
+    return x is not None and not math.isnan(x)

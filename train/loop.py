@@ -1,0 +1,450 @@
+"""The training loop: one recipe, one split -> a checkpoint, metrics, tables and plots.
+
+Runs on CPU, one GPU (mixed precision) or many (``accelerate launch``, no code change). Each
+epoch is validated; the best epoch on the validation sets (never the test sets) is exported in
+``joint_core``'s format. ``--resume`` continues from the last finished epoch. At the end the
+exported model is loaded back with :class:`joint_core.NaturalnessScorer` and scores the test
+sets: the reported test numbers are what users of the checkpoint get.
+
+Output folder::
+
+    recipe.yaml          the exact recipe (after variables and overrides)
+    splits/<set>.json    the split of every data set
+    model/               best checkpoint (config.json + model.safetensors)
+    last/                resume state (weights + optimizer, scheduler, RNG, history)
+    metrics.json         per-epoch history, best epoch, validation and test metrics
+    predictions.csv      test predictions next to the MOS
+    results.md           the test metrics in the paper's table layout
+    curves.png, scatter.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from joint_core.scorer import AXES, pick_device
+
+from . import metrics as M
+from .data import Item, TrainingData, labels_of, loader, prepare_data
+from .recipe import Recipe
+from .tasks import JointTask, build_task
+
+LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos_r"}
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    best_epoch: int
+    val: Dict[str, Any]
+    test: Dict[str, Any]
+    history: List[Dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def predict_items(task, items: Sequence[Item], data: TrainingData, batch_size: int,
+                  accelerator=None) -> Dict[str, np.ndarray]:
+    """Scoring-time predictions for ``items`` in order (NaN for axes the task does not predict)."""
+    task.model.eval()
+    out: Dict[str, List[float]] = {a: [] for a in AXES}
+    dl = loader(items, data.cache, batch_size, shuffle=False, seed=0)
+    for batch in dl:
+        pred = task.predict(batch)
+        for a in AXES:
+            v = pred.get(a)
+            out[a].extend(v.float().cpu().tolist() if v is not None else [math.nan] * len(batch))
+    return {a: np.asarray(v, dtype=np.float64) for a, v in out.items()}
+
+
+def evaluate_items(preds: Dict[str, np.ndarray], items: Sequence[Item], bootstrap: int = 0,
+                   seed: int = 0) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """``{dataset: {axis: metrics}}`` for every axis that has both predictions and labels."""
+    labels = {k: np.asarray(v) for k, v in labels_of(items).items()}
+    names = np.asarray([it.dataset for it in items])
+    result: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for ds in dict.fromkeys(names.tolist()):
+        mask = names == ds
+        per_axis = {}
+        for axis in AXES:
+            p, y = preds[axis][mask], labels[LABEL_OF_AXIS[axis]][mask]
+            ok = ~np.isnan(p) & ~np.isnan(y)
+            if ok.sum() >= 3:
+                per_axis[axis] = M.evaluate(p[ok], y[ok], bootstrap=bootstrap, seed=seed)
+        if per_axis:
+            result[ds] = per_axis
+    return result
+
+
+def selection_score(val: Dict[str, Dict[str, Dict[str, Any]]], select: Sequence[str]) -> float:
+    """Mean of the selected metrics: ``axis.metric`` (averaged over data sets that have it) or
+    ``dataset/axis.metric``."""
+    values = []
+    for key in select:
+        ds, _, rest = key.rpartition("/")
+        axis, _, metric = rest.partition(".")
+        sets = [ds] if ds else list(val)
+        vals = [val[d][axis][metric] for d in sets if d in val and axis in val[d]]
+        vals = [v for v in vals if v is not None and not math.isnan(v)]
+        if vals:
+            values.append(float(np.mean(vals)))
+    return float(np.mean(values)) if values else float("-inf")
+
+
+def fit_fusion(task: JointTask, data: TrainingData, dataset: str, batch_size: int) -> Dict[str, float]:
+    """Least-squares ``N = w_T*T + w_R*R + b`` on the training part of ``dataset``; stored in the
+    model's config so the exported checkpoint carries it."""
+    items = [it for it in data.items("train") if it.dataset == dataset]
+    preds = predict_items(task, items, data, batch_size)
+    y = np.asarray(labels_of(items)["mos"])
+    ok = ~np.isnan(y)
+    if ok.sum() < 3:
+        raise ValueError(f"fit_fusion: data set {dataset!r} has no overall MOS in its training part")
+    X = np.stack([preds["technical"][ok], preds["rationality"][ok], np.ones(int(ok.sum()))], 1)
+    (w_t, w_r, b), *_ = np.linalg.lstsq(X, y[ok], rcond=None)
+    f = task.model.config.fusion
+    f.technical_weight, f.rationality_weight, f.bias = float(w_t), float(w_r), float(b)
+    return {"technical_weight": f.technical_weight, "rationality_weight": f.rationality_weight, "bias": f.bias}
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+def _optimizer(task, spec):
+    backbone, head = task.parameter_groups(spec.freeze)
+    groups = [{"params": backbone, "lr": spec.lr}, {"params": head, "lr": spec.head_lr or spec.lr}]
+    groups = [g for g in groups if g["params"]]
+    cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, weight_decay=spec.weight_decay)
+
+
+def _scheduler(opt, spec, steps_per_epoch: int):
+    total = max(1, spec.epochs * steps_per_epoch)
+    warm = spec.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        epoch = step // max(1, steps_per_epoch)
+        if spec.scheduler == "step":
+            return spec.gamma ** (epoch // spec.step_size)
+        if spec.scheduler == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _save_state(folder: Path, task, opt, sched, epoch: int, best: float, best_epoch: int,
+                history: list) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in task.model.state_dict().items()},
+              str(folder / "weights.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
+                "best": best, "best_epoch": best_epoch}, folder / "state.pt")
+    (folder / "history.json").write_text(json.dumps(history))
+
+
+def _load_state(folder: Path, task, opt, sched):
+    from safetensors.torch import load_file
+
+    task.model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
+    st = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    history = json.loads((folder / "history.json").read_text())
+    return st["epoch"], st["best"], st["best_epoch"], history
+
+
+def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = False,
+        cache_root: Optional[Path] = None, progress: bool = True, localizer=None,
+        data: Optional[TrainingData] = None) -> RunResult:
+    """Train ``recipe`` on split ``split_index``; see the module docstring for the outputs."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    spec = recipe.train
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    out_dir = Path(out_dir)
+    device = pick_device(spec.device)
+    accelerator = Accelerator(mixed_precision=spec.mixed_precision, cpu=device.type == "cpu")
+    main = accelerator.is_main_process
+    torch.manual_seed(recipe.seed)
+    if data is None:
+        data = prepare_data(recipe, split_index, cache_root=cache_root, progress=progress and main)
+    task = build_task(recipe, localizer=localizer).to(accelerator.device)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_yaml(out_dir / "recipe.yaml", recipe.to_dict())
+        data.save_splits(out_dir / "splits")
+    train_dl = loader(data.items("train"), data.cache, spec.batch_size, shuffle=True, seed=recipe.seed,
+                      num_workers=spec.num_workers, drop_last=len(data.items("train")) > spec.batch_size)
+    steps = len(train_dl) if spec.max_steps_per_epoch is None else min(len(train_dl), spec.max_steps_per_epoch)
+    opt = _optimizer(task, spec)
+    sched = _scheduler(opt, spec, steps)
+    task.model, opt, train_dl = accelerator.prepare(task.model, opt, train_dl)
+
+    start, best, best_epoch, history = 0, float("-inf"), -1, []
+    if resume and (out_dir / "last" / "state.pt").is_file():
+        start, best, best_epoch, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
+        start += 1
+        if main:
+            print(f"resuming {out_dir} after epoch {start - 1} (best so far: epoch {best_epoch}, {best:.4f})")
+    val_items = data.items("val")
+    for epoch in range(start, spec.epochs):
+        task.model.train()
+        t0 = time.time()
+        losses: List[float] = []
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}", unit="batch",
+                   disable=not (progress and main), leave=False)
+        for step, batch in enumerate(train_dl):
+            if step >= steps:
+                break
+            gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch * 10_007 + step)
+            with accelerator.autocast():
+                loss, parts = task.loss(batch, gen)
+            opt.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if spec.grad_clip:
+                accelerator.clip_grad_norm_(task.model.parameters(), spec.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(parts["loss"])
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            bar.update(1)
+        bar.close()
+        unwrapped = _Unwrapped(task, accelerator)
+        val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
+            if val_items else {}
+        score = selection_score(val, spec.select)
+        improved = score > best
+        if improved:
+            best, best_epoch = score, epoch
+            if main:
+                unwrapped.export(out_dir / "model")
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                 "val_select": score, "val": _compact(val), "seconds": time.time() - t0,
+                 "lr": opt.param_groups[0]["lr"]}
+        history.append(entry)
+        if main:
+            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, best, best_epoch, history)
+            print(f"epoch {epoch + 1:>3}/{spec.epochs}  loss {entry['train_loss']:.4f}  "
+                  f"val {'+'.join(spec.select)} {score:.4f}{'  *best*' if improved else ''}  "
+                  f"({entry['seconds']:.0f}s)", flush=True)
+    accelerator.wait_for_everyone()
+    if not main:
+        return RunResult(out_dir, best_epoch + 1, {}, {}, history)
+    if best_epoch < 0:  # no validation set: keep the last epoch
+        _Unwrapped(task, accelerator).export(out_dir / "model")
+        best_epoch = len(history) - 1
+    task.model = accelerator.unwrap_model(task.model)
+    return finish(recipe, task, data, out_dir, best_epoch, history)
+
+
+def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: int,
+           history: List[Dict[str, Any]]) -> RunResult:
+    """Reload the best checkpoint, fit the fusion if asked, score val and test, write reports."""
+    spec = recipe.train
+    task.load_exported(out_dir / "model")
+    fusion = None
+    if spec.fit_fusion and isinstance(task, JointTask):
+        fusion = fit_fusion(task, data, spec.fit_fusion, spec.eval_batch_size)
+        task.export(out_dir / "model")
+    val_items, test_items = data.items("val"), data.items("test")
+    val = evaluate_items(predict_items(task, val_items, data, spec.eval_batch_size), val_items) if val_items else {}
+    test_preds = test_predictions(task, test_items, data, out_dir, spec)
+    test = evaluate_items(test_preds, test_items, bootstrap=spec.bootstrap, seed=recipe.seed) if test_items else {}
+    report = {"recipe": recipe.name, "best_epoch": best_epoch + 1, "fusion": fusion, "val": val, "test": test,
+              "history": history, "splits": {n: {p: len(getattr(s, p)) for p in ("train", "val", "test")}
+                                              for n, s in data.splits.items()}}
+    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(report), indent=2))
+    write_predictions(out_dir / "predictions.csv", test_items, test_preds)
+    (out_dir / "results.md").write_text(results_markdown(recipe.name, test, val))
+    try:
+        plot_curves(history, out_dir / "curves.png")
+        plot_scatter(test_preds, test_items, out_dir / "scatter.png")
+    except Exception as e:  # plotting must never lose a finished run
+        print(f"warning: plots not written ({type(e).__name__}: {e})")
+    return RunResult(out_dir, best_epoch + 1, val, test, history)
+
+
+def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: Path, spec) -> Dict[str, np.ndarray]:
+    """Test predictions: for JOINT through NaturalnessScorer on the exported checkpoint."""
+    if not items:
+        return {a: np.zeros(0) for a in AXES}
+    if isinstance(task, JointTask):
+        from joint_core import NaturalnessScorer
+
+        scorer = NaturalnessScorer.from_pretrained(out_dir / "model", device=pick_device(spec.device),
+                                                   dtype="float32")
+        res = scorer.score(data.cache.get_many([it.key for it in items]), batch_size=spec.eval_batch_size,
+                           progress=False)
+        return {a: getattr(res, a).double().numpy() for a in AXES}
+    return predict_items(task, items, data, spec.eval_batch_size)
+
+
+class _Unwrapped:
+    """The task with accelerate's wrapper removed from its model (for eval and export)."""
+
+    def __init__(self, task, accelerator):
+        self._task = task
+        self.model = accelerator.unwrap_model(task.model)
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def predict(self, batch):
+        model = self._task.model
+        self._task.model = self.model
+        try:
+            return self._task.predict(batch)
+        finally:
+            self._task.model = model
+
+    def export(self, folder):
+        model = self._task.model
+        self._task.model = self.model
+        try:
+            return self._task.export(folder)
+        finally:
+            self._task.model = model
+
+    def load_exported(self, folder):
+        model = self._task.model
+        self._task.model = self.model
+        try:
+            return self._task.load_exported(folder)
+        finally:
+            self._task.model = model
+
+
+# --------------------------------------------------------------------------------------------
+# reports
+# --------------------------------------------------------------------------------------------
+
+
+def _compact(val: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    return {d: {a: {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse") if k in m} for a, m in axes.items()}
+            for d, axes in val.items()}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _write_yaml(path: Path, data: Dict[str, Any]) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(_jsonable(data), sort_keys=False), encoding="utf-8")
+
+
+def write_predictions(path: Path, items: Sequence[Item], preds: Dict[str, np.ndarray]) -> None:
+    labels = labels_of(items)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "name", "technical", "rationality", "naturalness", "mos", "mos_t", "mos_r"])
+        for i, it in enumerate(items):
+            w.writerow([it.dataset, it.sample.name] + [_fmt(preds[a][i]) for a in AXES]
+                       + [_fmt(labels[k][i]) for k in ("mos", "mos_t", "mos_r")])
+
+
+def _fmt(v: float) -> str:
+    return "" if v is None or math.isnan(v) else f"{v:.6f}"
+
+
+def results_markdown(name: str, test: Dict[str, Any], val: Dict[str, Any]) -> str:
+    lines = [f"# {name}", ""]
+    for title, block in (("Test", test), ("Validation (model selection)", val)):
+        if not block:
+            continue
+        lines += [f"## {title}", ""]
+        rows = {f"{name} ({ds})": axes for ds, axes in block.items()}
+        lines += [M.paper_table(rows, metrics=("srcc", "plcc", "krcc")), ""]
+        for ds, axes in block.items():
+            for axis, m in axes.items():
+                if "srcc_ci" in m:
+                    lines.append(f"- {ds} {axis}: SRCC {m['srcc']:.4f} [{m['srcc_ci'][0]:.3f}, {m['srcc_ci'][1]:.3f}], "
+                                 f"PLCC {m['plcc']:.4f} [{m['plcc_ci'][0]:.3f}, {m['plcc_ci'][1]:.3f}] "
+                                 f"(95 % bootstrap, n = {m['n']})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_curves(history: List[Dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set(xlabel="epoch", ylabel="training loss")
+    ax[1].plot(ep, [h["val_select"] for h in history], marker="o", color="tab:green")
+    ax[1].set(xlabel="epoch", ylabel="validation selection metric")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scatter(preds: Dict[str, np.ndarray], items: Sequence[Item], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {k: np.asarray(v) for k, v in labels_of(items).items()}
+    names = np.asarray([it.dataset for it in items])
+    panels = []
+    for ds in dict.fromkeys(names.tolist()):
+        for axis in AXES:
+            m = names == ds
+            p, y = preds[axis][m], labels[LABEL_OF_AXIS[axis]][m]
+            ok = ~np.isnan(p) & ~np.isnan(y)
+            if ok.sum() >= 3:
+                panels.append((ds, axis, p[ok], y[ok]))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (ds, axis, p, y) in zip(axes[0], panels):
+        ax.scatter(p, y, s=10, alpha=0.7)
+        ax.set(xlabel=f"predicted {axis}", ylabel="MOS", title=f"{ds}: SRCC {M.srcc(p, y):.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def env_info() -> Dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -1,0 +1,243 @@
+"""What the training loop trains: a model, its loss on a batch, its predictions, its export.
+
+* :class:`JointTask` - JOINT / JOINT++ (:class:`joint_core.model.JointModel`), exported in
+  ``joint_core``'s format.
+* :class:`RegressorTask` - the single-backbone baselines: a plain regressor (NR-AIGCIQA, or
+  "ResNet50 / Swin-T alone") and the full-reference variant FR-AIGCIQA, whose head reads the
+  generated image's features joined with its reference (prompt) image's features.
+
+Preprocessing always goes through :class:`joint_core.preprocess.Preprocessor`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from joint_core.backbones import check_fits, load_imagenet_weights
+from joint_core.checkpoint import save_model
+from joint_core.config import BranchConfig, JointConfig
+from joint_core.model import JointModel
+from joint_core.preprocess import Preprocessor
+
+from .data import Batch
+from .losses import LossConfig, consistency_loss, joint_objective, wsd_loss
+from .recipe import ModelSpec, Recipe, RecipeError
+
+AXIS_OF_LABEL = {"mos": "naturalness", "mos_t": "technical", "mos_r": "rationality"}
+
+
+# --------------------------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------------------------
+
+
+def init_backbone(backbone: nn.Module, name: str, how: str) -> None:
+    """Initialise a timm backbone in place: ``timm`` / ``imagenet-package`` / ``none``."""
+    import timm
+
+    if how == "none":
+        return
+    if how not in ("timm", "imagenet-package"):
+        raise RecipeError(f"init {how!r} for {name}: use timm, imagenet-package or none")
+    source = timm.create_model(name, pretrained=False)   # with its 1000-class classifier
+    if how == "imagenet-package":
+        load_imagenet_weights(source, name)
+    else:
+        try:
+            source = timm.create_model(name, pretrained=True)
+        except Exception as e:  # no hub connection, unknown weights...
+            raise RecipeError(
+                f"init 'timm' for {name} needs timm's pretrained weights from the hub ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); use init 'imagenet-package' "
+                "(EfficientNet-Lite0/2, MobileNetV2) or 'none' offline") from None
+    state = source.state_dict()
+    target = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    check_fits(usable, backbone, allow_missing=[r"^(fc|classifier|head)\b", r"^head\."])
+    backbone.load_state_dict(usable, strict=False)
+
+
+def _params(module: nn.Module, frozen: List[str], prefix: str = "") -> Tuple[list, list]:
+    backbone, head = [], []
+    for name, p in module.named_parameters():
+        full = prefix + name
+        if any(full.startswith(f) for f in frozen):
+            p.requires_grad_(False)
+            continue
+        (backbone if ".backbone." in f".{full}" or full.startswith("backbone.") else head).append(p)
+    return backbone, head
+
+
+# --------------------------------------------------------------------------------------------
+# JOINT
+# --------------------------------------------------------------------------------------------
+
+
+class JointTask:
+    """JOINT / JOINT++ on a :class:`JointModel`."""
+
+    kind = "joint"
+
+    def __init__(self, config: JointConfig, loss: LossConfig, spec: Optional[ModelSpec] = None,
+                 localizer=None):
+        self.config = config
+        self.loss_cfg = loss
+        self.model = JointModel(config)
+        if spec is not None:
+            if spec.checkpoint:
+                from joint_core.checkpoint import load_model
+
+                src = load_model(spec.checkpoint)
+                self.model.load_state_dict(src.state_dict(), strict=True)
+            else:
+                for branch in ("technical", "rationality"):
+                    init_backbone(getattr(self.model, branch).backbone,
+                                  getattr(config, branch).backbone, spec.init.get(branch, "none"))
+        self.preprocessor = Preprocessor(config.preprocess, localizer)
+        self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
+
+    def to(self, device: torch.device) -> "JointTask":
+        self.model.to(device)
+        self.preprocessor.to(device)
+        return self
+
+    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
+        return _params(self.model, frozen)
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
+        pre = self.preprocessor
+        imgs = pre.prepare(batch.images)
+        x_t = pre.technical(imgs, train=True, generator=generator)
+        feeds_lfm = self.config.preprocess.rationality.low_frequency
+        if self.needs_lfm:
+            x_img, x_lfm = pre.rationality_pair(imgs, train=True, generator=generator)
+            x_r = x_lfm if feeds_lfm else x_img
+        else:
+            x_r = pre.rationality(imgs, train=True, generator=generator)
+        out = self.model(x_t, x_r, return_features=self.needs_lfm)
+        wsd = None
+        if self.needs_lfm:
+            other = x_img if feeds_lfm else x_lfm
+            emb, stages = self.model.rationality_features(other)
+            wsd = wsd_loss(out.rationality_embedding, emb, out.rationality_stages, stages, p=self.loss_cfg.wsd_p)
+        dev = out.technical.device
+        return joint_objective(out.technical, out.rationality, batch.mos.to(dev), batch.mos_t.to(dev),
+                               batch.mos_r.to(dev), wsd, self.loss_cfg)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Dict[str, Tensor]:
+        """Scoring-time predictions (the same Preprocessor path as NaturalnessScorer)."""
+        pre = self.preprocessor
+        x_t, x_r = pre(pre.prepare(batch.images))
+        out = self.model(x_t, x_r)
+        return {"technical": out.technical, "rationality": out.rationality, "naturalness": out.naturalness}
+
+    def export(self, folder: Path) -> Path:
+        return save_model(self.model, folder)
+
+    def load_exported(self, folder: Path) -> None:
+        from joint_core.checkpoint import load_model
+
+        self.model.load_state_dict(load_model(folder).state_dict(), strict=True)
+
+
+# --------------------------------------------------------------------------------------------
+# single-backbone baselines
+# --------------------------------------------------------------------------------------------
+
+
+class Regressor(nn.Module):
+    """timm backbone -> MLP head; with ``reference=True`` the head reads [f(image), f(reference)]."""
+
+    def __init__(self, backbone: str, head_hidden: int = 128, reference: bool = False):
+        super().__init__()
+        from joint_core.backbones import create_backbone
+
+        self.backbone, dim = create_backbone(BranchConfig(backbone))
+        self.reference = reference
+        self.head = nn.Sequential(nn.Linear(dim * (2 if reference else 1), head_hidden), nn.ReLU(),
+                                  nn.Linear(head_hidden, 1))
+
+    def forward(self, x: Tensor, ref: Optional[Tensor] = None) -> Tensor:
+        f = self.backbone(x)
+        if self.reference:
+            if ref is None:
+                raise ValueError("the full-reference regressor needs reference images")
+            f = torch.cat([f, self.backbone(ref)], 1)
+        return self.head(f).squeeze(-1)
+
+
+class RegressorTask:
+    """NR-AIGCIQA / FR-AIGCIQA and the single-branch baselines, trained on one label."""
+
+    def __init__(self, spec: ModelSpec, config: JointConfig, loss: LossConfig):
+        self.kind = spec.kind
+        self.spec = spec
+        self.loss_cfg = loss
+        self.model = Regressor(spec.backbone, spec.head_hidden, reference=spec.kind == "fr-regressor")
+        init_backbone(self.model.backbone, spec.backbone, spec.init.get("backbone", spec.init.get("rationality", "none")))
+        self.preprocessor = Preprocessor(config.preprocess)
+        self.axis = AXIS_OF_LABEL[spec.target]
+
+    def to(self, device: torch.device) -> "RegressorTask":
+        self.model.to(device)
+        self.preprocessor.to(device)
+        return self
+
+    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
+        return _params(self.model, frozen)
+
+    def _inputs(self, batch: Batch, train: bool, generator=None) -> Tuple[Tensor, Optional[Tensor]]:
+        pre = self.preprocessor
+        x = pre.rationality(pre.prepare(batch.images), train=train, generator=generator)
+        ref = None
+        if self.model.reference:
+            if batch.refs is None:
+                raise RecipeError("fr-regressor needs a data set with reference images (ref column)")
+            ref = pre.rationality(pre.prepare(batch.refs), train=train, generator=generator)
+        return x, ref
+
+    def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
+        x, ref = self._inputs(batch, True, generator)
+        pred = self.model(x, ref)
+        target = getattr(batch, self.spec.target).to(pred.device)
+        keep = ~torch.isnan(target)
+        if not bool(keep.any()):
+            return pred.sum() * 0.0, {"loss": 0.0}
+        loss = consistency_loss(pred[keep], target[keep], alpha=self.loss_cfg.alpha,
+                                plcc_weight=self.loss_cfg.plcc_weight, tau=self.loss_cfg.tau)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> Dict[str, Tensor]:
+        x, ref = self._inputs(batch, False)
+        return {self.axis: self.model(x, ref)}
+
+    def export(self, folder: Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                  str(folder / "model.safetensors"))
+        (folder / "regressor.json").write_text(json.dumps({
+            "kind": self.kind, "backbone": self.spec.backbone, "head_hidden": self.spec.head_hidden,
+            "target": self.spec.target}, indent=2))
+        return folder
+
+    def load_exported(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+
+
+def build_task(recipe: Recipe, localizer=None):
+    loss = recipe.loss_config()
+    config = recipe.joint_config()   # regressors use its preprocessing
+    if recipe.model.kind == "joint":
+        return JointTask(config, loss, recipe.model, localizer=localizer)
+    return RegressorTask(recipe.model, config, loss)
