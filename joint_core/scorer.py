@@ -10,7 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -31,6 +31,17 @@ def check_axis(by: str) -> str:
     if by not in AXES:
         raise ValueError(f"unknown score axis {by!r}; choose one of {list(AXES)}")
     return by
+
+
+def check_weights(weights: Mapping[str, float]) -> Dict[str, float]:
+    """Validate a ``{axis: weight}`` mix: known axes, finite weights >= 0, not all zero."""
+    out = {check_axis(ax): float(w) for ax, w in weights.items()}
+    bad = {ax: w for ax, w in out.items() if not math.isfinite(w) or w < 0}
+    if bad:
+        raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
+    if not out or sum(out.values()) <= 0:
+        raise ValueError(f"mix weights must not all be zero, got {dict(weights)}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,7 +75,16 @@ class ScoreResult:
             mask[i] = False
         return mask
 
-    def scores(self, by: str = "naturalness") -> Tensor:
+    def scores(self, by: Union[str, Mapping[str, float]] = "naturalness") -> Tensor:
+        """One axis, or a weighted mix of axes given as ``{axis: weight}`` (weights >= 0, not
+        all zero): ``sum(w * score) / sum(w)``, so a mix stays on the scores' scale."""
+        if isinstance(by, Mapping):
+            weights = check_weights(by)
+            total = sum(weights.values())
+            mix = torch.zeros(len(self), dtype=torch.float64)
+            for ax, w in weights.items():
+                mix += (w / total) * getattr(self, ax).double()
+            return mix.float()
         return getattr(self, check_axis(by))
 
     def to_records(self) -> List[Dict[str, Any]]:
@@ -79,9 +99,10 @@ class ScoreResult:
             out.append(rec)
         return out
 
-    def ranking(self, by: str = "naturalness", descending: bool = True) -> List[int]:
-        """Indices best first (``descending``) by one axis; unscored images come last.
-        Ties keep input order."""
+    def ranking(self, by: Union[str, Mapping[str, float]] = "naturalness",
+                descending: bool = True) -> List[int]:
+        """Indices best first (``descending``) by one axis or a weighted mix (see
+        :meth:`scores`); unscored images come last. Ties keep input order."""
         s = self.scores(by)
         good = [i for i in range(len(self)) if i not in self.errors]
         good.sort(key=lambda i: -float(s[i]) if descending else float(s[i]))
@@ -97,7 +118,7 @@ class ScoreResult:
             errors={remap[i]: m for i, m in self.errors.items() if i in remap},
             score_range=self.score_range)
 
-    def top(self, k: int, by: str = "naturalness") -> "ScoreResult":
+    def top(self, k: int, by: Union[str, Mapping[str, float]] = "naturalness") -> "ScoreResult":
         """The ``k`` best scored images, best first."""
         return self.select([i for i in self.ranking(by) if i not in self.errors][:max(0, k)])
 
@@ -180,6 +201,7 @@ class NaturalnessScorer:
         # last bits between batch compositions. On CPU the networks run one image at a time
         # (no slower for these models), which makes scores bit-identical alone or in any
         # batch; on GPUs batching is kept for throughput unless batch_invariant=True.
+        self._batch_invariant_arg = batch_invariant
         self.batch_invariant = (self.device.type == "cpu") if batch_invariant is None \
             else bool(batch_invariant)
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
@@ -227,6 +249,26 @@ class NaturalnessScorer:
         if dtype is None and any(p.dtype != torch.float32 for p in model.parameters()):
             dtype = torch.float32
         return save_model(model, directory, dtype=dtype)
+
+    def to(self, device: Union[str, torch.device, None] = None,
+           dtype: Union[str, torch.dtype, None] = None) -> "NaturalnessScorer":
+        """Move the scorer (weights, preprocessing, localizer) to ``device`` and/or cast it to
+        ``dtype``, in place; returns ``self``. Unlike the constructor, ``None`` keeps the
+        current device / dtype. Hosts that park idle models off the GPU use this (ComfyUI).
+        Casting to a lower precision rounds the weights; casting back does not undo that."""
+        new_device = self.device if device is None else pick_device(device)
+        new_dtype = self.dtype if dtype is None else pick_dtype(dtype, new_device)
+        if new_device == self.device and new_dtype == self.dtype:
+            return self
+        self.device, self.dtype = new_device, new_dtype
+        if self._batch_invariant_arg is None:
+            self.batch_invariant = self.device.type == "cpu"
+        self.channels_last = self.device.type == "cuda"
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = self.model.to(device=self.device, dtype=self.dtype, memory_format=fmt)
+        self.preprocessor.to(self.device)
+        self.localizer = self.preprocessor.localizer
+        return self
 
     @property
     def config(self) -> JointConfig:

@@ -187,3 +187,49 @@ def test_bfloat16_scoring_is_close_to_float32(tiny_model_dir, photos):
     b = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16").score(photos["rocket"])
     assert b.naturalness.dtype == torch.float32
     assert abs(float(a.naturalness[0]) - float(b.naturalness[0])) < 0.05
+
+
+def test_weighted_mix_ranks_by_the_weighted_mean(tiny_scorer):
+    torch.manual_seed(1)
+    imgs = [torch.rand(3, 40, 40) * s for s in (0.3, 1.0, 0.6, 0.8)] + [torch.full((3, 4, 4), float("nan"))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = tiny_scorer.score(imgs)
+    mix = res.scores({"technical": 1.0, "rationality": 3.0})
+    expected = (0.25 * res.technical.double() + 0.75 * res.rationality.double()).float()
+    assert torch.equal(mix[:4], expected[:4]) and math.isnan(float(mix[4]))
+    order = res.ranking(by={"technical": 1.0, "rationality": 3.0})
+    assert order[:4] == sorted(range(4), key=lambda i: -float(expected[i])) and order[-1] == 4
+    # a mix with one axis is that axis; weights need not sum to 1
+    assert torch.equal(res.scores({"technical": 2.5}).nan_to_num(), res.technical.nan_to_num())
+    assert res.top(2, by={"naturalness": 1.0}).sources == res.top(2, by="naturalness").sources
+    for bad, msg in (({"beauty": 1.0}, "unknown score axis"), ({"technical": -1.0}, ">= 0"),
+                     ({"technical": 0.0}, "all be zero"), ({}, "all be zero"),
+                     ({"technical": float("nan")}, "finite")):
+        with pytest.raises(ValueError, match=msg):
+            res.scores(bad)
+
+
+def test_to_moves_and_casts_in_place(tiny_model_dir, photos):
+    scorer = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
+    ref = scorer.score(photos["chelsea"]).naturalness
+    assert scorer.to("cpu") is scorer and scorer.dtype == torch.float32
+    assert torch.equal(scorer.score(photos["chelsea"]).naturalness, ref)
+    # casting in place gives what loading in that dtype gives
+    bf16 = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu", dtype="bf16")
+    scorer.to(dtype="bf16")
+    assert scorer.dtype == torch.bfloat16 and scorer.device.type == "cpu"
+    assert all(p.dtype == torch.bfloat16 for p in scorer.model.parameters())
+    assert torch.equal(scorer.score(photos["chelsea"]).naturalness, bf16.score(photos["chelsea"]).naturalness)
+    scorer.to(dtype=torch.float32)        # bf16 rounding of the weights stays
+    assert scorer.dtype == torch.float32
+    assert abs(float(scorer.score(photos["chelsea"]).naturalness[0]) - float(ref[0])) < 0.05
+    if torch.cuda.is_available():
+        fresh = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu").to("cuda")
+        assert fresh.device.type == "cuda" and fresh.preprocessor.device.type == "cuda"
+        assert next(fresh.model.parameters()).is_cuda and not fresh.batch_invariant
+        fresh.to("cpu")
+        assert fresh.batch_invariant and torch.equal(fresh.score(photos["chelsea"]).naturalness, ref)
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            scorer.to("cuda")
