@@ -26,7 +26,8 @@ def create_backbone(cfg: BranchConfig, pretrained: bool = False) -> Tuple[nn.Mod
     """Build the timm backbone of a branch; returns ``(module, feature_dim)``.
 
     With ``head_input="pooled"`` the classifier is removed and ``feature_dim`` is the pooled
-    width; with ``"logits"`` the classifier is kept with ``num_logits`` outputs.
+    width; with ``"logits"`` the classifier is kept with ``num_logits`` outputs; with
+    ``"stages"`` it is the pooled width plus twice the channels of every feature stage.
     """
     import timm
 
@@ -41,7 +42,12 @@ def create_backbone(cfg: BranchConfig, pretrained: bool = False) -> Tuple[nn.Mod
                                   **kwargs)
     except TypeError as e:
         raise ConfigError(f"backbone_kwargs {kwargs} rejected by timm {cfg.backbone!r}: {e}") from None
-    dim = cfg.num_logits if cfg.head_input == "logits" else int(model.num_features)
+    if cfg.head_input == "logits":
+        dim = cfg.num_logits
+    elif cfg.head_input == "stages":
+        dim = int(model.num_features) + 2 * sum(int(f["num_chs"]) for f in model.feature_info)
+    else:
+        dim = int(model.num_features)
     return model, dim
 
 

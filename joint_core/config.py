@@ -41,14 +41,18 @@ class BranchConfig:
 
     ``head_input="pooled"`` feeds the backbone's pooled features to the head (the paper's design);
     ``"logits"`` keeps the backbone's ImageNet classifier and feeds its ``num_logits`` outputs to
-    the head (the layout of the authors' rationality branch in ``JOINT_2024.pth``).
+    the head (the layout of the authors' rationality branch in ``JOINT_2024.pth``); ``"stages"``
+    feeds the pooled features joined with the spatial mean and standard deviation of every
+    stage's feature map (multi-level statistics: low-level texture as well as semantics).
+    ``head_norm="layernorm"`` normalises the head's input (stage statistics differ in scale).
     """
 
     backbone: str
     head_hidden: int = 128
-    head_input: Literal["pooled", "logits"] = "pooled"
+    head_input: Literal["pooled", "logits", "stages"] = "pooled"
     head_activation: Literal["none", "relu", "gelu"] = "none"
     head_dropout: float = 0.0
+    head_norm: Literal["none", "layernorm"] = "none"
     num_logits: int = 1000
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
 

@@ -26,6 +26,12 @@ def logistic4(x: Tensor, params: Sequence[float]) -> Tensor:
     return (b1 - b2) * torch.sigmoid((x - b3) / abs(b4)) + b2
 
 
+def stage_statistics(x: Tensor) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B, 2C]``: spatial mean and (population) standard deviation."""
+    flat = x.flatten(2).float()
+    return torch.cat([flat.mean(2), flat.std(2, correction=0)], 1).to(x.dtype)
+
+
 @dataclass
 class BranchOutput:
     score: Tensor                 # [B]
@@ -50,6 +56,7 @@ class Branch(nn.Module):
         super().__init__()
         self.config = cfg
         self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
+        self.head_norm = nn.LayerNorm(self.feature_dim) if cfg.head_norm == "layernorm" else nn.Identity()
         self.head = nn.Sequential(
             nn.Linear(self.feature_dim, cfg.head_hidden),
             _ACTIVATIONS[cfg.head_activation](),
@@ -58,18 +65,21 @@ class Branch(nn.Module):
         )
 
     def forward(self, x: Tensor, return_stages: bool = False) -> BranchOutput:
-        if return_stages:
+        multilevel = self.config.head_input == "stages"
+        if return_stages or multilevel:
             if not hasattr(self.backbone, "forward_intermediates"):
                 raise NotImplementedError(
                     f"timm backbone {self.config.backbone!r} has no forward_intermediates(); "
-                    "stage features (needed by the Wasserstein regulariser) are unavailable")
+                    "stage features (the Wasserstein regulariser, head_input='stages') are unavailable")
             final, stages = self.backbone.forward_intermediates(x)
             embedding = self.backbone.forward_head(final)
+            if multilevel:
+                embedding = torch.cat([embedding] + [stage_statistics(s) for s in stages], 1)
         else:
             stages = None
             embedding = self.backbone(x)
-        score = self.head(embedding).squeeze(-1)
-        return BranchOutput(score=score, embedding=embedding, stages=stages)
+        score = self.head(self.head_norm(embedding)).squeeze(-1)
+        return BranchOutput(score=score, embedding=embedding, stages=stages if return_stages else None)
 
 
 class JointModel(nn.Module):

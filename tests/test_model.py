@@ -73,3 +73,25 @@ def test_unknown_backbone_is_a_clear_error():
     cfg.technical.backbone = "resnet_does_not_exist"
     with pytest.raises(ConfigError, match="timm has no model named 'resnet_does_not_exist'"):
         JointModel(cfg)
+
+
+def test_multilevel_stage_statistics_head():
+    from joint_core.model import stage_statistics
+
+    cfg = get_preset("tiny-test")
+    cfg.rationality.head_input = "stages"
+    cfg.rationality.head_norm = "layernorm"
+    m = JointModel(cfg).eval()
+    channels = [f["num_chs"] for f in m.rationality.backbone.feature_info]
+    assert m.rationality.feature_dim == 96 + 2 * sum(channels)
+    x = torch.rand(2, 3, 64, 64)
+    out = m(x, x, return_features=True)
+    emb, stages = out.rationality_embedding, out.rationality_stages
+    assert emb.shape == (2, m.rationality.feature_dim) and len(stages) == 5
+    # the embedding is [pooled, mean_1, std_1, ..., mean_5, std_5]
+    first = stages[0]
+    torch.testing.assert_close(emb[:, 96:96 + 2 * channels[0]], stage_statistics(first))
+    torch.testing.assert_close(stage_statistics(first)[:, channels[0]:], first.flatten(2).std(2, correction=0))
+    # the head sees the normalised embedding
+    expected = m.rationality.head(m.rationality.head_norm(emb)).squeeze(-1)
+    torch.testing.assert_close(out.rationality, expected)
