@@ -110,17 +110,22 @@ class JointModel(nn.Module):
             nat = logistic4(x, cal.params)
         return nat
 
-    def forward(self, technical_input: Tensor, rationality_input: Tensor,
+    def forward(self, technical_input: Optional[Tensor], rationality_input: Optional[Tensor],
                 return_features: bool = False) -> JointOutput:
-        t = self.technical(technical_input)
-        r = self.rationality(rationality_input, return_stages=return_features)
+        """Both branches and the fusion. Training may pass ``None`` for a branch it does not
+        need on this batch, or different images to each branch (the naturalness is then
+        ``None``)."""
+        t = self.technical(technical_input) if technical_input is not None else None
+        r = self.rationality(rationality_input, return_stages=return_features) \
+            if rationality_input is not None else None
         return JointOutput(
-            technical=t.score,
-            rationality=r.score,
-            naturalness=self.fuse(t.score, r.score),
-            technical_embedding=t.embedding if return_features else None,
-            rationality_embedding=r.embedding if return_features else None,
-            rationality_stages=r.stages,
+            technical=t.score if t is not None else None,
+            rationality=r.score if r is not None else None,
+            naturalness=self.fuse(t.score, r.score)
+            if t is not None and r is not None and t.score.shape == r.score.shape else None,
+            technical_embedding=t.embedding if return_features and t is not None else None,
+            rationality_embedding=r.embedding if return_features and r is not None else None,
+            rationality_stages=r.stages if r is not None else None,
         )
 
     def rationality_features(self, rationality_input: Tensor) -> Tuple[Tensor, List[Tensor]]:

@@ -186,7 +186,11 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         torch.set_num_threads(spec.threads)
     out_dir = Path(out_dir)
     device = pick_device(spec.device)
-    accelerator = Accelerator(mixed_precision=spec.mixed_precision, cpu=device.type == "cpu")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # a batch may leave a branch unused (data sets rated on one perspective only)
+    accelerator = Accelerator(mixed_precision=spec.mixed_precision, cpu=device.type == "cpu",
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accelerator.is_main_process
     torch.manual_seed(recipe.seed)
     if data is None:
@@ -210,11 +214,17 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         if main:
             print(f"resuming {out_dir} after epoch {start - 1} (best so far: epoch {best_epoch}, {best:.4f})")
     val_items = data.items("val")
+    backbone_params = [p for n, p in accelerator.unwrap_model(task.model).named_parameters()
+                       if ".backbone." in f".{n}" and p.requires_grad]
     for epoch in range(start, spec.epochs):
+        warmup = epoch < spec.freeze_epochs
+        for p in backbone_params:
+            p.requires_grad_(not warmup)
         task.model.train()
         t0 = time.time()
         losses: List[float] = []
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}", unit="batch",
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}" + (" (heads only)" if warmup else ""),
+                   unit="batch",
                    disable=not (progress and main), leave=False)
         for step, batch in enumerate(train_dl):
             if step >= steps:

@@ -71,7 +71,15 @@ class ModelSpec:
 
 @dataclass
 class TrainSpec:
-    """Optimisation and run settings (defaults: the paper's, section 5.1)."""
+    """Optimisation and run settings (defaults: the paper's, section 5.1).
+
+    ``freeze`` lists parameter-name prefixes that never train; ``freeze_epochs`` trains only
+    the heads (backbones frozen) for that many epochs first - a warm-up that keeps freshly
+    initialised heads from disturbing pretrained features. ``select`` names the validation
+    metrics that pick the best epoch (``axis.metric`` or ``dataset/axis.metric``, averaged).
+    ``fit_fusion`` fits ``N = w_T*T + w_R*R + b`` on that data set's training part after
+    training. ``max_steps_per_epoch`` caps an epoch (quick runs).
+    """
 
     epochs: int = 30
     batch_size: int = 32
@@ -86,6 +94,7 @@ class TrainSpec:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     grad_clip: Optional[float] = None
     freeze: List[str] = field(default_factory=list)
+    freeze_epochs: int = 0
     select: List[str] = field(default_factory=lambda: ["naturalness.srcc"])
     eval_batch_size: int = 32
     cache_max_side: int = 1024

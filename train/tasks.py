@@ -110,6 +110,8 @@ class JointTask:
         return _params(self.model, frozen)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
+        if self.loss_cfg.objective == "fs" and self.loss_cfg.missing_labels == "skip":
+            return self._per_branch_loss(batch, generator)
         pre = self.preprocessor
         imgs = pre.prepare(batch.images)
         x_t = pre.technical(imgs, train=True, generator=generator)
@@ -128,6 +130,27 @@ class JointTask:
         dev = out.technical.device
         return joint_objective(out.technical, out.rationality, batch.mos.to(dev), batch.mos_t.to(dev),
                                batch.mos_r.to(dev), wsd, self.loss_cfg)
+
+    def _per_branch_loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
+        """L_FS on batches mixing data sets rated on different perspectives: each branch runs
+        only on the images that carry its label (half the compute when no image has both)."""
+        pre = self.preprocessor
+        has_t = (~torch.isnan(batch.mos_t)).nonzero().flatten().tolist()
+        has_r = (~torch.isnan(batch.mos_r)).nonzero().flatten().tolist()
+        imgs = pre.prepare(batch.images)
+        x_t = pre.technical([imgs[i] for i in has_t], train=True, generator=generator) if has_t else None
+        x_r = pre.rationality([imgs[i] for i in has_r], train=True, generator=generator) if has_r else None
+        out = self.model(x_t, x_r)
+        dev = (out.technical if out.technical is not None else out.rationality).device
+        n = len(batch)
+        t = torch.zeros(n, device=dev, dtype=torch.float32)
+        r = torch.zeros(n, device=dev, dtype=torch.float32)
+        if has_t:
+            t = t.index_copy(0, torch.tensor(has_t, device=dev), out.technical.float())
+        if has_r:
+            r = r.index_copy(0, torch.tensor(has_r, device=dev), out.rationality.float())
+        return joint_objective(t, r, batch.mos.to(dev), batch.mos_t.to(dev), batch.mos_r.to(dev), None,
+                               self.loss_cfg)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Dict[str, Tensor]:

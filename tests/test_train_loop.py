@@ -1,0 +1,162 @@
+"""End-to-end training on a synthetic rated set with the tiny model (CPU, about a minute)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from joint_core import NaturalnessScorer
+from train import experiments
+from train.__main__ import main as train_main
+from train.loop import run
+from train.recipe import RecipeError, load_recipe, recipe_from_dict
+from train.synthetic import GROUP_RULE, make_synthetic_set
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    labels, images = make_synthetic_set(root / "data", scenes=8, per_scene=6, size=64, seed=0)
+    return root, labels, images
+
+
+def _recipe(labels, images, **train):
+    t = {"epochs": 4, "batch_size": 8, "lr": 1e-3, "select": ["naturalness.srcc"], "bootstrap": 50,
+         "device": "cpu", "eval_batch_size": 16}
+    t.update(train)
+    return recipe_from_dict({
+        "name": "synthetic",
+        "model": {"preset": "tiny-test", "init": {"technical": "none", "rationality": "none"}},
+        "data": [{"name": "synth", "kind": "agin",
+                  "args": {"labels": str(labels), "image_dir": str(images), "group_rule": GROUP_RULE},
+                  "rescale": None, "split": {"kind": "random", "ratios": [0.6, 0.2, 0.2], "n_splits": 2}}],
+        "train": t,
+        "loss": {"objective": "joint++", "beta": 0.1},
+    })
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic):
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=5)
+    torch.manual_seed(0)
+    res = run(recipe, root / "run", cache_root=root / "cache", progress=False)
+    return recipe, res, root
+
+
+def test_training_learns(fitted):
+    _, res, _ = fitted
+    losses = [h["train_loss"] for h in res.history]
+    assert len(losses) == 5 and losses[-1] < 0.5 * losses[0]
+    # the synthetic ratings are learnable: validation naturalness SRCC well above chance
+    best = max(h["val_select"] for h in res.history)
+    assert best > 0.5, res.history
+    assert set(res.test["synth"]) == {"technical", "rationality", "naturalness"}
+    assert res.test["synth"]["naturalness"]["srcc"] > 0.3
+
+
+def test_outputs_are_complete(fitted):
+    _, res, root = fitted
+    out = res.out_dir
+    for name in ("recipe.yaml", "splits/synth.json", "model/config.json", "model/model.safetensors",
+                 "metrics.json", "predictions.csv", "results.md", "curves.png", "scatter.png",
+                 "last/state.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_epoch"] == res.best_epoch
+    assert metrics["splits"]["synth"] == {"train": 30, "val": 6, "test": 12} or \
+        sum(metrics["splits"]["synth"].values()) == 48
+    ci = metrics["test"]["synth"]["naturalness"]["srcc_ci"]
+    assert ci[0] <= metrics["test"]["synth"]["naturalness"]["srcc"] <= ci[1]
+    table = (out / "results.md").read_text()
+    assert "Naturalness SRCC" in table or "naturalness" in table.lower()
+
+
+def test_checkpoint_reproduces_logged_test_predictions(fitted, synthetic):
+    _, res, _ = fitted
+    _, _, images = synthetic
+    rows = list(csv.DictReader((res.out_dir / "predictions.csv").open()))
+    scorer = NaturalnessScorer.from_pretrained(res.out_dir / "model", device="cpu")
+    scored = scorer.score([str(images / r["name"]) for r in rows])
+    for axis in ("technical", "rationality", "naturalness"):
+        logged = np.array([float(r[axis]) for r in rows])
+        np.testing.assert_allclose(getattr(scored, axis).numpy(), logged, atol=1e-5, rtol=0)
+
+
+def test_splits_are_content_disjoint(fitted):
+    _, res, _ = fitted
+    split = json.loads((res.out_dir / "splits" / "synth.json").read_text())
+    groups = {part: {n.split("_")[0] for n in split[part]} for part in ("train", "val", "test")}
+    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
+    assert not (groups["val"] & groups["test"])
+
+
+def test_resume_continues_from_the_last_epoch(synthetic):
+    root, labels, images = synthetic
+    out = root / "resume"
+    run(_recipe(labels, images, epochs=1), out, cache_root=root / "cache", progress=False)
+    res = run(_recipe(labels, images, epochs=2), out, cache_root=root / "cache", progress=False, resume=True)
+    assert [h["epoch"] for h in res.history] == [1, 2]
+
+
+def test_cv_ablate_baselines(synthetic):
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=1, bootstrap=0)
+    summary = experiments.cv(recipe, root / "cv", cache_root=root / "cache", progress=False)
+    assert summary["splits"] == [0, 1]
+    assert len(summary["test"]["synth"]["naturalness"]["srcc"]) == 2
+    assert "±" in (root / "cv" / "cv.md").read_text()
+
+    results = experiments.ablate(recipe, root / "ablate", variants=["joint", "S_T only"],
+                                 cache_root=root / "cache", progress=False)
+    # S_T only: the base checkpoint re-scored with N = T (not retrained)
+    st = results["S_T only"]["synth"]
+    assert st["technical"]["srcc"] == pytest.approx(results["joint"]["synth"]["technical"]["srcc"], abs=1e-9)
+    rows = list(csv.DictReader((root / "ablate" / "s_t-only" / "predictions.csv").open()))
+    assert all(r["naturalness"] == r["technical"] for r in rows)
+    base_rows = list(csv.DictReader((root / "ablate" / "joint" / "predictions.csv").open()))
+    assert [r["technical"] for r in rows] == [r["technical"] for r in base_rows]
+    cfg = json.loads((root / "ablate" / "s_t-only" / "model" / "config.json").read_text())
+    assert cfg["fusion"]["rationality_weight"] == 0.0
+    assert "S_T only" in (root / "ablate" / "ablation.md").read_text()
+
+    base = experiments.baselines(recipe, root / "baselines", backbones=["test_resnet"], init="none",
+                                 cache_root=root / "cache", progress=False)
+    assert set(base["NR-test_resnet"]["synth"]) == {"technical", "rationality", "naturalness"}
+    assert "NR-test_resnet" in (root / "baselines" / "baselines.md").read_text()
+
+
+def test_cli_and_recipe_errors(synthetic, tmp_path, capsys):
+    import yaml
+
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images).to_dict()
+    recipe["data"][0]["args"]["labels"] = "${LABELS}"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = train_main(["fit", "--config", str(path), "--var", f"LABELS={labels}", "--set", "train.epochs=1",
+                       "--set", "train.bootstrap=0", "--out", str(tmp_path / "cli"), "--cache", str(root / "cache"),
+                       "--no-progress"])
+    assert code == 0 and (tmp_path / "cli" / "model" / "config.json").is_file()
+    assert train_main(["fit", "--config", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "${LABELS}" in capsys.readouterr().err
+    bad = dict(recipe, trian={})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(RecipeError, match=r"unknown key\(s\) \['trian'\]"):
+        load_recipe(str(tmp_path / "bad.yaml"), variables={"LABELS": str(labels)})
+    with pytest.raises(RecipeError, match="bundled recipes"):
+        load_recipe("no-such-recipe")
+
+
+def test_bundled_recipes_parse():
+    from train.recipe import RECIPES_DIR
+
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert {"joint-agin", "joint-plus-plus-agin"} <= set(names)
+    for name in names:
+        r = load_recipe(name, variables={k: "/x" for k in ("AGIN_LABELS", "AGIN_IMAGES", "RAISE_ROOT", "CLIVE_ROOT")})
+        assert r.data and r.joint_config()
+    assert Path(RECIPES_DIR).is_dir()
