@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. train.epochs=5 or data.raise.args.root=/data/RAISE/dataset")
     common.add_argument("--out", "-o", help="output folder (default: runs/<recipe name>[/<command>])")
-    common.add_argument("--cache", help="decoded-image cache folder (default: $JOINT_TRAIN_CACHE or ~/.cache/joint/train-cache)")
+    common.add_argument("--cache", help="decoded-image cache folder "
+                                        "(default: $JOINT_TRAIN_CACHE or ~/.cache/joint/train-cache)")
     common.add_argument("--localizer", help="PAL4VST TorchScript end2end.pt for the artifact-guided partition")
     common.add_argument("--no-progress", action="store_true")
     f = sub.add_parser("fit", parents=[common], help="train on one split")
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--variants", help="comma-separated variant names (default: all)")
     a.add_argument("--split", type=int, default=0)
     b = sub.add_parser("baselines", parents=[common], help="single-backbone and NR/FR-AIGCIQA baselines")
-    b.add_argument("--backbones", help="comma-separated timm names (default: vgg16,vgg19,resnet18,resnet50,inception_v4,swin-t)")
+    b.add_argument("--backbones", help="comma-separated timm names "
+                                       "(default: vgg16,vgg19,resnet18,resnet50,inception_v4,swin-t)")
     b.add_argument("--kinds", default="regressor", help="regressor (NR) and/or fr-regressor (FR)")
     b.add_argument("--init", default="timm", help="backbone init: timm, imagenet-package or none")
     b.add_argument("--split", type=int, default=0)

@@ -203,7 +203,8 @@ class RegressorTask:
         self.spec = spec
         self.loss_cfg = loss
         self.model = Regressor(spec.backbone, spec.head_hidden, reference=spec.kind == "fr-regressor")
-        init_backbone(self.model.backbone, spec.backbone, spec.init.get("backbone", spec.init.get("rationality", "none")))
+        how = spec.init.get("backbone", spec.init.get("rationality", "none"))
+        init_backbone(self.model.backbone, spec.backbone, how)
         self.preprocessor = Preprocessor(config.preprocess)
         self.axis = AXIS_OF_LABEL[spec.target]
 
