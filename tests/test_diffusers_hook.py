@@ -16,7 +16,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback  # noqa
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from diffusers_hook import best_of_n, decode_latents, naturalness_filter  # noqa: E402
+from diffusers_hook import best_of_n, decode_latents, naturalness_filter, testing  # noqa: E402
 from joint_core import NoModelError  # noqa: E402
 
 STEPS = 2
@@ -29,69 +29,14 @@ PROMPTS = ["a red fox in the snow", "a lighthouse at dusk"]
 # --------------------------------------------------------------------------------------------
 
 
-def _byte_symbols():
-    """The 256 printable stand-ins CLIP's byte-level BPE uses for bytes."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
-    extra = [b for b in range(256) if b not in keep]
-    return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
-
-
-def tiny_clip_tokenizer():
-    """A character-level CLIP tokenizer made in memory (no merges): enough to encode prompts."""
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for s in _byte_symbols():
-            vocab[s + suffix] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
 @pytest.fixture(scope="session")
 def sd_pipe():
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = tiny_clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=SIZE // 2, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16, norm_num_groups=2)
-    torch.manual_seed(1)
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-        num_attention_heads=2, bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=77))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return testing.sd_pipeline("tiny")       # UNet, VAE, CLIP text model and tokenizer from configs
 
 
 @pytest.fixture(scope="session")
 def flux_pipe():
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[2, 2, 4])
-    torch.manual_seed(1)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1, latent_channels=1,
-        norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609,
-        scaling_factor=1.5035)
-    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, transformer=transformer,
-                        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return testing.flux_pipeline()           # no text encoders: driven by prompt_embeds
 
 
 @pytest.fixture(scope="session")
