@@ -75,8 +75,10 @@ def sd_pipeline(scale: str = "tiny", seed: int = 0, device: Union[str, torch.dev
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    if device is not None or dtype is not None:
-        pipe.to(device=device, dtype=dtype)
+    if device is not None:
+        pipe.to(device)
+    if dtype is not None and dtype != torch.float32:
+        pipe.to(dtype=dtype)
     return pipe
 
 

@@ -378,3 +378,19 @@ def test_import_without_diffusers_names_the_extra(monkeypatch):
             getattr(hook, name)
     with pytest.raises(AttributeError):
         hook.does_not_exist  # noqa: B018
+
+
+def test_example_script_runs_offline(isolated_models, tmp_path, capsys):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("best_of_n_example",
+                                                  REPO / "examples" / "best_of_n_stable_diffusion.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["a red fox", "a boat", "--offline-demo", "--n", "2", "--k", "1", "--device", "cpu",
+                  "--out", str(tmp_path)])
+    saved = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(saved) == 2 and saved[0].startswith("p0_seed") and saved[1].startswith("p1_seed")
+    assert "2 of 4 candidates kept" in capsys.readouterr().out
