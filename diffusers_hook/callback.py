@@ -32,7 +32,7 @@ from joint_core.scorer import check_axis
 
 from ._common import (ScorerSpec, caller_view, check_count, check_output_type, check_threshold,
                       resolve_scorer, select)
-from .decode import decode_latents
+from .decode import check_decodable, decode_latents
 
 
 def last_step_index(pipeline: Any) -> int:
@@ -129,8 +129,11 @@ class NaturalnessFilter(PipelineCallback):
                 "read a callback's tensor_inputs: pass callback_on_step_end_tensor_inputs=cb.tensor_inputs)")
         latents = callback_kwargs["latents"]
         if step_index == 0:
+            # fail before the generation, not after it: unknown family, Flux size, missing model
             self.reset()
-        if self._scorer is None:  # load before the generation, so a missing model fails fast
+            if self._decode is None:
+                check_decodable(pipeline, latents, self.config.height, self.config.width)
+        if self._scorer is None:
             self._scorer = resolve_scorer(self._scorer_spec, device=latents.device)
         if step_index != last_step_index(pipeline):
             return callback_kwargs

@@ -76,6 +76,15 @@ def flux_size(pipe: Any, latents: Tensor, height: Optional[int], width: Optional
     return int(height), int(width)
 
 
+def check_decodable(pipe: Any, latents: Tensor, height: Optional[int] = None, width: Optional[int] = None) -> str:
+    """Raise now (NotImplementedError / ValueError) if :func:`decode_latents` would fail on these
+    latents; returns the family. Cheap: nothing is decoded."""
+    family = latent_family(pipe, latents)
+    if family == "flux":
+        flux_size(pipe, latents, height, width)
+    return family
+
+
 def _vae_device(vae: Any, fallback: torch.device) -> torch.device:
     try:
         from diffusers.utils.torch_utils import get_module_execution_device

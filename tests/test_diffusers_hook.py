@@ -181,6 +181,8 @@ def test_flux_callback_and_best_of_n(flux_pipe, flux_embeds, tiny_scorer):
 
     with pytest.raises(ValueError, match="height= and width="):
         decode_latents(flux_pipe, lat.images)
+    with pytest.raises(ValueError, match="height= and width="):   # the callback says so at step 0
+        naturalness_filter(tiny_scorer)(flux_pipe, 0, 0, {"latents": lat.images})
     with pytest.raises(ValueError, match="do not match the packed latents"):
         decode_latents(flux_pipe, lat.images, 32, 32)
 
@@ -193,16 +195,16 @@ def test_unsupported_family_and_missing_step_count(tiny_scorer):
     with pytest.raises(NotImplementedError, match="KandinskyLikePipeline.*best_of_n"):
         decode_latents(KandinskyLikePipeline(), torch.zeros(1, 4, 8, 8))
     cb = naturalness_filter(tiny_scorer)
-    with pytest.raises(NotImplementedError, match="KandinskyLikePipeline"):
-        cb(KandinskyLikePipeline(), 1, 0, {"latents": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(NotImplementedError, match="KandinskyLikePipeline"):   # at the first step
+        cb(KandinskyLikePipeline(), 0, 0, {"latents": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(KeyError, match="callback_on_step_end_tensor_inputs"):
+        cb(KandinskyLikePipeline(), 0, 0, {"prompt_embeds": torch.zeros(1)})
 
     class NoCount:
         pass
 
     with pytest.raises(RuntimeError, match="num_timesteps"):
-        cb(NoCount(), 0, 0, {"latents": torch.zeros(1, 4, 8, 8)})
-    with pytest.raises(KeyError, match="callback_on_step_end_tensor_inputs"):
-        cb(KandinskyLikePipeline(), 0, 0, {"prompt_embeds": torch.zeros(1)})
+        naturalness_filter(tiny_scorer, decode=lambda p, lat: lat)(NoCount(), 0, 0, {"latents": torch.zeros(1)})
     # a custom decoder makes any pipeline work
     custom = naturalness_filter(tiny_scorer, k=1, decode=lambda pipe, lat: lat[:, :3].clamp(0, 1))
     lat = torch.rand(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
