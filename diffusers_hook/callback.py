@@ -131,6 +131,7 @@ class NaturalnessFilter(PipelineCallback):
         if step_index == 0:
             # fail before the generation, not after it: unknown family, Flux size, missing model
             self.reset()
+            self._group_size(latents.shape[0])
             if self._decode is None:
                 check_decodable(pipeline, latents, self.config.height, self.config.width)
         if self._scorer is None:
@@ -142,18 +143,22 @@ class NaturalnessFilter(PipelineCallback):
             callback_kwargs["latents"] = latents[torch.tensor(kept, device=latents.device)]
         return callback_kwargs
 
-    def _score_and_select(self, pipeline, latents: Tensor) -> List[int]:
-        cfg = self.config
-        n = latents.shape[0]
-        group = cfg.num_images_per_prompt or n
+    def _group_size(self, n: int) -> int:
+        group = self.config.num_images_per_prompt or n
         if n % group:
             raise ValueError(f"num_images_per_prompt={group} does not divide the batch of {n} latents; "
                              "pass the value given to the pipeline")
+        return group
+
+    def _score_and_select(self, pipeline, latents: Tensor) -> List[int]:
+        cfg = self.config
+        group = self._group_size(latents.shape[0])
         if self._decode is not None:
             images = self._decode(pipeline, latents)
         else:
             images = decode_latents(pipeline, latents, cfg.height, cfg.width)
-        result = self._scorer.score(caller_view(images, cfg.output_type), batch_size=cfg.batch_size)
+        result = self._scorer.score(caller_view(images, cfg.output_type), batch_size=cfg.batch_size,
+                                    progress=False)
         passed = select(result, group, cfg.by, k=cfg.k, threshold=cfg.threshold, sort=cfg.sort)
         kept = passed
         if not passed:

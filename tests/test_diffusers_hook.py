@@ -356,10 +356,9 @@ def test_callback_argument_errors():
     with pytest.raises(ValueError, match="unknown score axis"):
         naturalness_filter(by="beauty")
     cb = naturalness_filter(num_images_per_prompt=2, decode=lambda p, lat: lat[:, :3].clamp(0, 1))
-    cb._scorer = object()   # never reached: the group check comes first
 
     class P:
-        num_timesteps = 1
+        num_timesteps = 10      # the batch is checked at the first step, before any model is loaded
 
     with pytest.raises(ValueError, match="num_images_per_prompt=2 does not divide"):
         cb(P(), 0, 0, {"latents": torch.zeros(3, 4, 2, 2)})
