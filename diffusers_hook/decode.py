@@ -30,26 +30,38 @@ def _class_names(pipe: Any):
     return [c.__name__ for c in type(pipe).__mro__]
 
 
-def latent_family(pipe: Any, latents: Tensor) -> str:
-    """``"sd"``, ``"sd3"`` or ``"flux"``; NotImplementedError for other pipelines or layouts."""
+def pipeline_family(pipe: Any) -> str:
+    """``"sd"``, ``"sd3"`` or ``"flux"`` from the pipeline's classes; NotImplementedError otherwise."""
     names = _class_names(pipe)
     vae = getattr(pipe, "vae", None)
     family = None
     if vae is not None and hasattr(vae, "decode"):
         if any(n.startswith("Flux") and not n.startswith("Flux2") for n in names) \
                 and callable(getattr(pipe, "_unpack_latents", None)):
-            family = "flux" if latents.ndim == 3 else None
+            family = "flux"
         elif any(n.startswith("StableDiffusion3") for n in names):
-            family = "sd3" if latents.ndim == 4 else None
+            family = "sd3"
         elif any(n.startswith("StableDiffusion") for n in names) and hasattr(pipe, "unet"):
-            family = "sd" if latents.ndim == 4 else None
+            family = "sd"
     if family is None:
-        raise NotImplementedError(
-            f"{type(pipe).__name__}: decoding latents of shape {tuple(latents.shape)} is implemented for "
-            "Stable Diffusion 1.x/2.x/XL, Stable Diffusion 3 and Flux.1 pipelines only. Use "
-            "diffusers_hook.best_of_n, which scores the pipeline's own output and works with any "
-            "pipeline that returns images, or pass decode=fn(pipe, latents) -> images in [0, 1]")
+        raise NotImplementedError(_unsupported(pipe, "its latents"))
     return family
+
+
+def latent_family(pipe: Any, latents: Tensor) -> str:
+    """:func:`pipeline_family`, checked against the latents' layout (3-D packed for Flux, 4-D
+    otherwise)."""
+    family = pipeline_family(pipe)
+    if latents.ndim != (3 if family == "flux" else 4):
+        raise NotImplementedError(_unsupported(pipe, f"latents of shape {tuple(latents.shape)}"))
+    return family
+
+
+def _unsupported(pipe: Any, what: str) -> str:
+    return (f"{type(pipe).__name__}: decoding {what} is implemented for Stable Diffusion 1.x/2.x/XL, "
+            "Stable Diffusion 3 and Flux.1 pipelines only. Use diffusers_hook.best_of_n, which scores "
+            "the pipeline's own output and works with any pipeline that returns images, or pass "
+            "decode=fn(pipe, latents) -> images in [0, 1]")
 
 
 def flux_size(pipe: Any, latents: Tensor, height: Optional[int], width: Optional[int]) -> Tuple[int, int]:

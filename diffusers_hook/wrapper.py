@@ -23,7 +23,7 @@ from joint_core.scorer import check_axis
 
 from ._common import (ScorerSpec, caller_view, check_count, check_output_type, check_threshold,
                       pipeline_device, resolve_scorer, select, to_output)
-from .decode import decode_latents
+from .decode import decode_latents, pipeline_family
 
 # pipeline arguments best_of_n sets itself, and what to use instead
 _RESERVED = {
@@ -176,8 +176,9 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
             images); None generates all ``n`` in one call. Results do not depend on it, up to
             floating-point rounding of different batch sizes.
         output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` for the returned images. The
-            pipeline runs with ``"pt"`` (``"latent"``: with ``"latent"``, decoded here to score,
-            SD/SDXL/SD3/Flux only); scores are those of the images as returned (8-bit for "pil").
+            pipeline runs with ``"pt"``; for ``"latent"`` it runs with ``"latent"`` and the latents
+            are decoded here to be scored (SD/SDXL/SD3/Flux only). The scores are those of the
+            images as returned (8-bit for ``"pil"``).
         generator_device: device of the seeded generators ("cpu" makes seeds portable).
         score_batch_size: images per scoring forward pass.
         **pipe_kwargs: passed to the pipeline (num_inference_steps, guidance_scale, height, ...).
@@ -195,7 +196,9 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
     _check_pipe(pipe)
     num_prompts = _num_prompts(prompt, pipe_kwargs)
     seeds = _seeds(seed, num_prompts * n)
-    scorer = resolve_scorer(scorer, device=pipeline_device(pipe))  # fail fast before generating
+    if output_type == "latent":
+        pipeline_family(pipe)          # fail before generating if the latents cannot be decoded
+    scorer = resolve_scorer(scorer, device=pipeline_device(pipe))  # likewise for a missing model
 
     chunk = min(batch_size or n, n)
     embeds_mode = prompt is None and any(isinstance(v, Tensor) and key.endswith("prompt_embeds")

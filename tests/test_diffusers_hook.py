@@ -405,3 +405,10 @@ def test_example_script_runs_offline(isolated_models, tmp_path, capsys):
     saved = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(saved) == 2 and saved[0].startswith("p0_seed") and saved[1].startswith("p1_seed")
     assert "2 of 4 candidates kept" in capsys.readouterr().out
+
+
+def test_best_of_n_latent_output_needs_a_known_family(tiny_scorer):
+    pipe = FakePipeline()
+    with pytest.raises(NotImplementedError, match="FakePipeline"):
+        best_of_n(pipe, "x", n=2, scorer=tiny_scorer, output_type="latent")
+    assert pipe.calls == []      # refused before generating
