@@ -197,6 +197,41 @@ def test_flux_callback_and_best_of_n(flux_pipe, flux_embeds, tiny_scorer):
         decode_latents(flux_pipe, lat.images, 32, 32)
 
 
+def _embeds(rows):
+    g = torch.Generator().manual_seed(5)
+    return {"prompt_embeds": torch.randn(rows, 6, 16, generator=g),
+            "pooled_prompt_embeds": torch.randn(rows, 16, generator=g)}
+
+
+FAMILIES = {
+    "sd": lambda: (testing.sd_pipeline("tiny"), {"prompt": PROMPTS[0]}),
+    "sdxl": lambda: (testing.sdxl_pipeline(), {"prompt": PROMPTS[0]}),
+    "sdxl-fp16-vae": lambda: (testing.sdxl_pipeline(vae_fp16=True), {"prompt": PROMPTS[0]}),
+    "sd3": lambda: (testing.sd3_pipeline(), {"guidance_scale": 1.0, **_embeds(3)}),
+    "flux": lambda: (testing.flux_pipeline(), _embeds(3)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:`upcast_vae` is deprecated:FutureWarning")
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_decode_mirrors_each_family(family, tiny_scorer):
+    """The callback's decode gives the pipeline's own output images, bit for bit, so its scores
+    are those of the returned images."""
+    pipe, kw = FAMILIES[family]()
+    n = 1 if "prompt_embeds" in kw else 3     # embeddings hold one row per image already
+    common = dict(num_images_per_prompt=n, num_inference_steps=STEPS, height=SIZE, width=SIZE, **kw)
+    latents = pipe(generator=gens(range(3)), output_type="latent", **common).images
+    images = pipe(generator=gens(range(3)), output_type="pt", **common).images
+    assert torch.equal(decode_latents(pipe, latents, SIZE, SIZE), images)
+    if family == "sdxl-fp16-vae":
+        assert pipe.vae.dtype == torch.float16          # upcast for the decode only, as SDXL does
+
+    cb = naturalness_filter(tiny_scorer, sort=True, output_type="pt", height=SIZE, width=SIZE)
+    out = pipe(generator=gens(range(3)), output_type="pt", callback_on_step_end=cb, **common).images
+    assert torch.equal(out, images[cb.kept_indices])
+    assert torch.equal(tiny_scorer.score(out).naturalness, cb.kept_scores.naturalness)
+
+
 def test_unsupported_family_and_missing_step_count(tiny_scorer):
     class KandinskyLikePipeline:
         vae = torch.nn.Identity()
