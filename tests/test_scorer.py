@@ -233,3 +233,18 @@ def test_to_moves_and_casts_in_place(tiny_model_dir, photos):
     else:
         with pytest.raises(ValueError, match="CUDA is not available"):
             scorer.to("cuda")
+
+
+def test_cpu_graph_optimisation_matches_eager(tiny_model_dir, photos):
+    fast = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
+    eager = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu", optimize=False)
+    assert fast._frozen is not None and eager._frozen is None
+    imgs = [photos[n] for n in ("astronaut", "coffee", "chelsea")]
+    a, b = fast.score(imgs), eager.score(imgs)
+    assert not fast._frozen.failed and len(fast._frozen.graphs) == 1   # one input shape, one graph
+    for axis in ("technical", "rationality", "naturalness"):
+        torch.testing.assert_close(getattr(a, axis), getattr(b, axis), atol=1e-5, rtol=0)
+    assert fast.info()["cpu_graphs"] == "TorchScript (frozen)" and eager.info()["cpu_graphs"] == "eager"
+    # moving the scorer rebuilds (or drops) the graphs
+    fast.to(dtype="bf16")
+    assert fast._frozen is None
