@@ -44,7 +44,9 @@ class BranchConfig:
     the head (the layout of the authors' rationality branch in ``JOINT_2024.pth``); ``"stages"``
     feeds the pooled features joined with the spatial mean and standard deviation of every
     stage's feature map (multi-level statistics: low-level texture as well as semantics).
-    ``head_norm="layernorm"`` normalises the head's input (stage statistics differ in scale).
+    ``head_norm`` normalises the head's input (stage statistics differ in scale by orders of
+    magnitude): ``"layernorm"`` per image, ``"standardize"`` per feature with a mean and standard
+    deviation fitted on the training images and stored with the weights.
     """
 
     backbone: str
@@ -52,7 +54,7 @@ class BranchConfig:
     head_input: Literal["pooled", "logits", "stages"] = "pooled"
     head_activation: Literal["none", "relu", "gelu"] = "none"
     head_dropout: float = 0.0
-    head_norm: Literal["none", "layernorm"] = "none"
+    head_norm: Literal["none", "layernorm", "standardize"] = "none"
     num_logits: int = 1000
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
 
@@ -88,12 +90,15 @@ class RationalityInputConfig:
 
     ``resize`` is the length of the shorter side after resizing (``None``: squash the whole
     image to ``crop`` x ``crop``); ``crop`` is the centre crop (random crop when training).
-    ``low_frequency=True`` feeds the low-frequency map instead of the image (official preset).
+    ``native=True`` skips resizing and crops at the image's own resolution (images smaller than
+    ``crop`` are padded). ``low_frequency=True`` feeds the low-frequency map instead of the image
+    (official preset).
     """
 
     resize: Optional[int] = 224
     crop: int = 224
     low_frequency: bool = False
+    native: bool = False
 
 
 @dataclass

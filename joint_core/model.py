@@ -26,6 +26,27 @@ def logistic4(x: Tensor, params: Sequence[float]) -> Tensor:
     return (b1 - b2) * torch.sigmoid((x - b3) / abs(b4)) + b2
 
 
+class Standardize(nn.Module):
+    """Per-feature ``(x - mean) / std`` with fixed statistics (buffers, saved with the weights;
+    fitted on the training images by ``train``)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _head_norm(kind: str, dim: int) -> nn.Module:
+    if kind == "layernorm":
+        return nn.LayerNorm(dim)
+    if kind == "standardize":
+        return Standardize(dim)
+    return nn.Identity()
+
+
 def stage_statistics(x: Tensor) -> Tensor:
     """``[B, C, H, W]`` -> ``[B, 2C]``: spatial mean and (population) standard deviation."""
     flat = x.flatten(2).float()
@@ -56,7 +77,7 @@ class Branch(nn.Module):
         super().__init__()
         self.config = cfg
         self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
-        self.head_norm = nn.LayerNorm(self.feature_dim) if cfg.head_norm == "layernorm" else nn.Identity()
+        self.head_norm = _head_norm(cfg.head_norm, self.feature_dim)
         self.head = nn.Sequential(
             nn.Linear(self.feature_dim, cfg.head_hidden),
             _ACTIVATIONS[cfg.head_activation](),

@@ -111,3 +111,28 @@ def test_technical_config_validation_hint():
         cfg = get_preset("tiny-test")
         cfg.preprocess.technical = TechnicalInputConfig(size=65, grid=4, resize=None, crop=64)
         cfg.validate()
+
+
+def test_native_rationality_crops_keep_pixels():
+    cfg = get_preset("tiny-test").preprocess
+    cfg.rationality.native = True
+    pre = Preprocessor(cfg)
+    img = torch.rand(3, 90, 120)
+    x = pre.rationality([img])[0]
+    back = x * torch.tensor(cfg.std).view(3, 1, 1) + torch.tensor(cfg.mean).view(3, 1, 1)
+    top, left = round((90 - 64) / 2), round((120 - 64) / 2)
+    torch.testing.assert_close(back, img[:, top:top + 64, left:left + 64], atol=1e-5, rtol=0)
+    small = pre.rationality([torch.rand(3, 40, 50)])     # smaller than the crop: padded
+    assert small.shape == (1, 3, 64, 64)
+
+
+def test_crops_of_images_smaller_than_the_crop_are_padded():
+    from joint_core.preprocess.pipeline import crop
+
+    x = torch.ones(2, 3, 40, 100)
+    for train in (False, True):
+        off = crop_offsets(40, 100, 64, 2, train, torch.Generator().manual_seed(0))
+        assert (off[:, 0] == 0).all() and (off[:, 1] >= 0).all() and (off[:, 1] <= 36).all()
+        out = crop(x, 64, off)
+        assert out.shape == (2, 3, 64, 64)
+        assert out[:, :, 12:52].min() == 1 and out[:, :, :12].max() == 0   # centred padding

@@ -160,3 +160,15 @@ def test_bundled_recipes_parse():
         r = load_recipe(name, variables={k: "/x" for k in ("AGIN_LABELS", "AGIN_IMAGES", "RAISE_ROOT", "CLIVE_ROOT")})
         assert r.data and r.joint_config()
     assert Path(RECIPES_DIR).is_dir()
+
+
+def test_linear_probe_is_validated_as_epoch_zero(synthetic):
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=1, bootstrap=0, linear_probe=True, batching="per_dataset")
+    res = run(recipe, root / "probe", cache_root=root / "cache", progress=False)
+    first = res.history[0]
+    assert first["epoch"] == 0 and set(first["probe"]) == {"technical", "rationality"}
+    assert first["probe"]["technical"]["label"] == "mos_t"       # joint++: each branch its own label
+    assert res.best_epoch in (0, 1)
+    # the closed-form probe alone already ranks the synthetic validation images
+    assert first["val_select"] > 0.3

@@ -163,8 +163,48 @@ def collate(rows: List[dict]) -> Batch:
     )
 
 
+class PerDatasetBatches(torch.utils.data.Sampler):
+    """Batches that each hold images of one data set, in a shuffled interleaving (new every
+    epoch, seeded). A data set's last partial batch is kept unless ``drop_last``."""
+
+    def __init__(self, items: Sequence[Item], batch_size: int, seed: int, drop_last: bool = False):
+        self.groups: Dict[str, List[int]] = {}
+        for i, it in enumerate(items):
+            self.groups.setdefault(it.dataset, []).append(i)
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _batches(self, shuffle: bool) -> List[List[int]]:
+        batches = []
+        for idx in self.groups.values():
+            order = torch.randperm(len(idx), generator=self.generator).tolist() if shuffle else range(len(idx))
+            chunk = [idx[i] for i in order]
+            for s in range(0, len(chunk), self.batch_size):
+                b = chunk[s:s + self.batch_size]
+                if len(b) == self.batch_size or (not self.drop_last and len(b) >= 2):
+                    batches.append(b)
+        return batches
+
+    def __iter__(self):
+        batches = self._batches(True)
+        for j in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[j]
+
+    def __len__(self) -> int:
+        n = 0
+        for idx in self.groups.values():
+            full, rest = divmod(len(idx), self.batch_size)
+            n += full + (1 if rest >= 2 and not self.drop_last else 0)
+        return n
+
+
 def loader(items: Sequence[Item], cache: ImageCache, batch_size: int, shuffle: bool, seed: int,
-           num_workers: int = 0, drop_last: bool = False) -> torch.utils.data.DataLoader:
+           num_workers: int = 0, drop_last: bool = False, batching: str = "mixed") -> torch.utils.data.DataLoader:
+    if batching == "per_dataset":
+        sampler = PerDatasetBatches(items, batch_size, seed, drop_last=drop_last)
+        return torch.utils.data.DataLoader(ItemSet(items, cache), batch_sampler=sampler,
+                                           num_workers=num_workers, collate_fn=collate)
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(ItemSet(items, cache), batch_size=batch_size, shuffle=shuffle,
                                        generator=g, num_workers=num_workers, collate_fn=collate,

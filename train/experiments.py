@@ -127,8 +127,8 @@ def rescore_with_fusion(variant: Recipe, base_dir: Path, out_dir: Path, data) ->
     task = build_task(variant)
     history = json.loads((base_dir / "metrics.json").read_text()).get("history", []) \
         if (base_dir / "metrics.json").is_file() else []
-    best = json.loads((base_dir / "metrics.json").read_text()).get("best_epoch", 1) - 1 \
-        if (base_dir / "metrics.json").is_file() else 0
+    best = json.loads((base_dir / "metrics.json").read_text()).get("best_epoch") \
+        if (base_dir / "metrics.json").is_file() else None
     return finish(variant.with_overrides({"train": {"fit_fusion": None}}), task, data, out_dir, best, history)
 
 

@@ -45,7 +45,7 @@ LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos
 @dataclass
 class RunResult:
     out_dir: Path
-    best_epoch: int
+    best_epoch: Optional[int]   # 0 = the linear probe
     val: Dict[str, Any]
     test: Dict[str, Any]
     history: List[Dict[str, Any]]
@@ -201,19 +201,35 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         _write_yaml(out_dir / "recipe.yaml", recipe.to_dict())
         data.save_splits(out_dir / "splits")
     train_dl = loader(data.items("train"), data.cache, spec.batch_size, shuffle=True, seed=recipe.seed,
-                      num_workers=spec.num_workers, drop_last=len(data.items("train")) > spec.batch_size)
+                      num_workers=spec.num_workers, drop_last=len(data.items("train")) > spec.batch_size,
+                      batching=spec.batching)
     steps = len(train_dl) if spec.max_steps_per_epoch is None else min(len(train_dl), spec.max_steps_per_epoch)
     opt = _optimizer(task, spec)
     sched = _scheduler(opt, spec, steps)
     task.model, opt, train_dl = accelerator.prepare(task.model, opt, train_dl)
 
-    start, best, best_epoch, history = 0, float("-inf"), -1, []
+    # best_epoch counts like the log: 0 is the linear probe, 1..epochs the trained epochs
+    start, best, best_epoch, history = 0, float("-inf"), None, []
     if resume and (out_dir / "last" / "state.pt").is_file():
         start, best, best_epoch, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
         start += 1
         if main:
-            print(f"resuming {out_dir} after epoch {start - 1} (best so far: epoch {best_epoch}, {best:.4f})")
+            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {best_epoch}, {best:.4f})")
     val_items = data.items("val")
+    if spec.linear_probe and start == 0 and isinstance(task, JointTask):
+        from .probe import linear_probe
+
+        unwrapped = _Unwrapped(task, accelerator)
+        probe = linear_probe(unwrapped, data, recipe.loss_config().objective, spec.eval_batch_size,
+                             log=print if main else None)
+        val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
+            if val_items else {}
+        best, best_epoch = selection_score(val, spec.select), 0
+        history.append({"epoch": 0, "train_loss": math.nan, "val_select": best, "val": _compact(val),
+                        "seconds": 0.0, "lr": 0.0, "probe": probe})
+        if main:
+            unwrapped.export(out_dir / "model")
+            print(f"epoch   0 (linear probe)  val {'+'.join(spec.select)} {best:.4f}  *best*", flush=True)
     backbone_params = [p for n, p in accelerator.unwrap_model(task.model).named_parameters()
                        if ".backbone." in f".{n}" and p.requires_grad]
     for epoch in range(start, spec.epochs):
@@ -248,7 +264,7 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         score = selection_score(val, spec.select)
         improved = score > best
         if improved:
-            best, best_epoch = score, epoch
+            best, best_epoch = score, epoch + 1
             if main:
                 unwrapped.export(out_dir / "model")
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
@@ -262,15 +278,15 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                   f"({entry['seconds']:.0f}s)", flush=True)
     accelerator.wait_for_everyone()
     if not main:
-        return RunResult(out_dir, best_epoch + 1, {}, {}, history)
-    if best_epoch < 0:  # no validation set: keep the last epoch
+        return RunResult(out_dir, best_epoch, {}, {}, history)
+    if best_epoch is None:  # no validation set: keep the last epoch
         _Unwrapped(task, accelerator).export(out_dir / "model")
-        best_epoch = len(history) - 1
+        best_epoch = history[-1]["epoch"] if history else 0
     task.model = accelerator.unwrap_model(task.model)
     return finish(recipe, task, data, out_dir, best_epoch, history)
 
 
-def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: int,
+def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: Optional[int],
            history: List[Dict[str, Any]]) -> RunResult:
     """Reload the best checkpoint, fit the fusion if asked, score val and test, write reports."""
     spec = recipe.train
@@ -283,7 +299,7 @@ def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: 
     val = evaluate_items(predict_items(task, val_items, data, spec.eval_batch_size), val_items) if val_items else {}
     test_preds = test_predictions(task, test_items, data, out_dir, spec)
     test = evaluate_items(test_preds, test_items, bootstrap=spec.bootstrap, seed=recipe.seed) if test_items else {}
-    report = {"recipe": recipe.name, "best_epoch": best_epoch + 1, "fusion": fusion, "val": val, "test": test,
+    report = {"recipe": recipe.name, "best_epoch": best_epoch, "fusion": fusion, "val": val, "test": test,
               "history": history, "splits": {n: {p: len(getattr(s, p)) for p in ("train", "val", "test")}
                                               for n, s in data.splits.items()}}
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(report), indent=2))
@@ -294,7 +310,7 @@ def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: 
         plot_scatter(test_preds, test_items, out_dir / "scatter.png")
     except Exception as e:  # plotting must never lose a finished run
         print(f"warning: plots not written ({type(e).__name__}: {e})")
-    return RunResult(out_dir, best_epoch + 1, val, test, history)
+    return RunResult(out_dir, best_epoch, val, test, history)
 
 
 def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: Path, spec) -> Dict[str, np.ndarray]:

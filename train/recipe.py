@@ -78,7 +78,10 @@ class TrainSpec:
     initialised heads from disturbing pretrained features. ``select`` names the validation
     metrics that pick the best epoch (``axis.metric`` or ``dataset/axis.metric``, averaged).
     ``fit_fusion`` fits ``N = w_T*T + w_R*R + b`` on that data set's training part after
-    training. ``max_steps_per_epoch`` caps an epoch (quick runs).
+    training. ``max_steps_per_epoch`` caps an epoch (quick runs). ``linear_probe`` fits each
+    head by ridge regression on frozen features before training (see :mod:`train.probe`; the
+    probed model is validated as epoch 0). ``batching="per_dataset"`` draws every batch from a
+    single data set (rank losses then compare images rated on the same scale).
     """
 
     epochs: int = 30
@@ -95,6 +98,8 @@ class TrainSpec:
     grad_clip: Optional[float] = None
     freeze: List[str] = field(default_factory=list)
     freeze_epochs: int = 0
+    linear_probe: bool = False
+    batching: Literal["mixed", "per_dataset"] = "mixed"
     select: List[str] = field(default_factory=lambda: ["naturalness.srcc"])
     eval_batch_size: int = 32
     cache_max_side: int = 1024
@@ -157,9 +162,11 @@ class Recipe:
         if self.model.kind == "joint":
             self.joint_config()
         t = self.train
-        for key in ("epochs", "batch_size", "eval_batch_size", "cache_max_side"):
+        for key in ("batch_size", "eval_batch_size", "cache_max_side"):
             if getattr(t, key) < 1:
                 raise RecipeError(f"recipe.train.{key} must be >= 1")
+        if t.epochs < (0 if t.linear_probe else 1):
+            raise RecipeError("recipe.train.epochs must be >= 1 (0 is allowed with linear_probe: the probe alone)")
         if t.fit_fusion is not None and t.fit_fusion not in names:
             raise RecipeError(f"recipe.train.fit_fusion names {t.fit_fusion!r}, not one of the data sets {names}")
         for d in self.data:

@@ -58,12 +58,14 @@ def cap_longer(x: Tensor, max_side: int, mode: str = "bilinear") -> Tensor:
 
 def crop_offsets(h: int, w: int, size: int, batch: int, train: bool,
                  generator: Optional[torch.Generator]) -> Tensor:
-    """``[B, 2]`` (top, left) of a ``size`` crop: centred (torchvision rounding) or random."""
+    """``[B, 2]`` (top, left) of a ``size`` crop: centred (torchvision rounding) or random.
+    A side shorter than ``size`` gets offset 0 (:func:`crop` pads it, centred)."""
+    dh, dw = max(0, h - size), max(0, w - size)
     if not train:
-        top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+        top, left = int(round(dh / 2.0)), int(round(dw / 2.0))
         return torch.tensor([[top, left]]).repeat(batch, 1)
-    tops = torch.randint(0, h - size + 1, (batch,), generator=generator)
-    lefts = torch.randint(0, w - size + 1, (batch,), generator=generator)
+    tops = torch.randint(0, dh + 1, (batch,), generator=generator)
+    lefts = torch.randint(0, dw + 1, (batch,), generator=generator)
     return torch.stack([tops, lefts], 1)
 
 
@@ -73,7 +75,6 @@ def crop(x: Tensor, size: int, offsets: Tensor) -> Tensor:
     if h < size or w < size:  # pad like torchvision's CenterCrop does for small images
         ph, pw = max(0, size - h), max(0, size - w)
         x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        offsets = offsets.clamp(max=0)
     if bool((offsets == offsets[0]).all()):
         top, left = (int(v) for v in offsets[0])
         return x[..., top:top + size, left:left + size]
@@ -240,6 +241,8 @@ class Preprocessor:
 
     def _resize_rationality(self, b: Tensor) -> Tensor:
         r = self.config.rationality
+        if r.native:
+            return b
         if r.resize is None:
             return resize(b, (r.crop, r.crop), self.config.interpolation)
         return resize_shorter(b, r.resize, self.config.interpolation)

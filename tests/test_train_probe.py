@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from joint_core import JointModel, get_preset
+from train.data import Item, PerDatasetBatches
+from train.datasets import Sample
+from train.probe import ridge_loo, set_linear_head
+
+
+def _brute_force_loo(z, y, alpha):
+    errs = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        zk, yk = z[keep], y[keep]
+        mu, ym = zk.mean(0), yk.mean()
+        w = np.linalg.solve((zk - mu).T @ (zk - mu) + alpha * np.eye(z.shape[1]), (zk - mu).T @ (yk - ym))
+        errs.append(y[i] - (ym + (z[i] - mu) @ w))
+    return float(np.sqrt(np.mean(np.square(errs))))
+
+
+def test_ridge_matches_the_primal_solution_and_its_leave_one_out_error():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(30, 50))
+    y = z[:, :3] @ np.array([1.0, -2.0, 0.5]) + rng.normal(0, 0.3, 30) + 3.0
+    w, b, alpha, rmse = ridge_loo(z, y, alphas=[0.1, 1.0, 10.0, 100.0])
+    mu = z.mean(0)
+    w_primal = np.linalg.solve((z - mu).T @ (z - mu) + alpha * np.eye(50), (z - mu).T @ (y - y.mean()))
+    np.testing.assert_allclose(w, w_primal, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, y.mean() - mu @ w_primal, rtol=1e-9)
+    assert rmse == pytest.approx(_brute_force_loo(z, y, alpha), rel=1e-6)
+    # the chosen strength has the smallest leave-one-out error of the grid
+    for a in (0.1, 1.0, 10.0, 100.0):
+        assert rmse <= _brute_force_loo(z, y, a) + 1e-9
+
+
+def test_linear_head_computes_w_x_plus_b():
+    cfg = get_preset("tiny-test")
+    m = JointModel(cfg).eval()
+    d = m.rationality.feature_dim
+    w = np.random.default_rng(1).normal(size=d)
+    set_linear_head(m.rationality, w, 0.75)
+    x = torch.randn(4, d)
+    out = m.rationality.head(x).squeeze(-1)
+    torch.testing.assert_close(out, torch.from_numpy(x.double().numpy() @ w + 0.75).float(), atol=1e-4, rtol=1e-4)
+    cfg.rationality.head_activation = "gelu"
+    with pytest.raises(Exception, match="head_activation: none"):
+        set_linear_head(JointModel(cfg).rationality, w, 0.0)
+
+
+def test_per_dataset_batches():
+    items = [Item("a", Sample(name=f"a{i}", path="", mos=1.0)) for i in range(10)] + \
+            [Item("b", Sample(name=f"b{i}", path="", mos=1.0)) for i in range(7)]
+    sampler = PerDatasetBatches(items, batch_size=4, seed=0)
+    epoch1 = list(sampler)
+    epoch2 = list(sampler)
+    for batches in (epoch1, epoch2):
+        assert len(batches) == len(sampler) == 5              # a: 4+4+2, b: 4+3
+        for b in batches:
+            assert len({items[i].dataset for i in b}) == 1    # one data set per batch
+        assert sorted(i for b in batches for i in b) == list(range(17))
+    assert epoch1 != epoch2                                   # reshuffled every epoch
+    assert list(PerDatasetBatches(items, 4, seed=0)) == epoch1  # seeded
