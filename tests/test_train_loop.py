@@ -172,3 +172,24 @@ def test_linear_probe_is_validated_as_epoch_zero(synthetic):
     assert res.best_epoch in (0, 1)
     # the closed-form probe alone already ranks the synthetic validation images
     assert first["val_select"] > 0.3
+
+
+def test_export_ships_fp16_weights_and_a_model_card(fitted, tmp_path):
+    from safetensors.torch import load_file
+
+    _, res, _ = fitted
+    notice = tmp_path / "NOTICE.txt"
+    notice.write_text("keep me")
+    code = train_main(["export", str(res.out_dir), "--to", str(tmp_path / "shipped"), "--notice", str(notice),
+                       "--licence", "synthetic data: no restrictions"])
+    assert code == 0
+    shipped = tmp_path / "shipped"
+    assert (shipped / "NOTICE.txt").read_text() == "keep me"
+    weights = load_file(str(shipped / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    card = (shipped / "MODEL_CARD.md").read_text()
+    srcc = json.loads((res.out_dir / "metrics.json").read_text())["test"]["synth"]["naturalness"]["srcc"]
+    assert f"{srcc:.3f}" in card and "synthetic data: no restrictions" in card
+    a = NaturalnessScorer.from_pretrained(res.out_dir / "model", device="cpu").score(torch.rand(2, 3, 64, 64))
+    b = NaturalnessScorer.from_pretrained(shipped, device="cpu").score(torch.rand(2, 3, 64, 64))
+    assert a.naturalness.shape == b.naturalness.shape

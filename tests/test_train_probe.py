@@ -61,3 +61,33 @@ def test_per_dataset_batches():
         assert sorted(i for b in batches for i in b) == list(range(17))
     assert epoch1 != epoch2                                   # reshuffled every epoch
     assert list(PerDatasetBatches(items, 4, seed=0)) == epoch1  # seeded
+
+
+def test_per_branch_selection_combines_each_branch_from_its_best_epoch(tmp_path):
+    from joint_core import load_model
+    from train.loop import Selector
+    from train.losses import LossConfig
+    from train.tasks import JointTask
+
+    task = JointTask(get_preset("tiny-test"), LossConfig())
+    sel = Selector(["naturalness.srcc"], {"technical": ["a/technical.srcc"], "rationality": ["b/rationality.srcc"]})
+
+    def val(t, r):
+        return {"a": {"technical": {"srcc": t}}, "b": {"rationality": {"srcc": r}}, }
+
+    states = []
+    for epoch, (t, r) in enumerate([(0.5, 0.9), (0.8, 0.2), (0.6, 0.3)]):
+        with torch.no_grad():
+            for p in task.model.parameters():
+                p.add_(1.0)                      # a different model every epoch
+        states.append({k: v.clone() for k, v in task.model.state_dict().items()})
+        _, changed = sel.update(val(t, r), epoch, task.model)
+        assert changed == (epoch in (0, 1))
+    assert sel.report() == {"technical": 1, "rationality": 0}
+    sel.export(task, tmp_path / "model")
+    exported = load_model(tmp_path / "model").state_dict()
+    for k, v in exported.items():
+        source = states[1] if k.startswith("technical.") else states[0]
+        assert torch.equal(v, source[k]), k
+    # exporting did not change the model being trained
+    assert all(torch.equal(v, states[2][k]) for k, v in task.model.state_dict().items())

@@ -5,6 +5,7 @@
     python -m train ablate    --config RECIPE [--variants "w/o regularization,L_FS"] ...
     python -m train baselines --config RECIPE [--backbones vgg16,resnet18] [--kinds regressor,fr-regressor] ...
     python -m train recipes                      # list the bundled recipes
+    python -m train export RUN --to DIR [--fp32] # ship a run's model with a generated model card
 
 Several GPUs or machines: ``accelerate launch -m train fit --config ...`` (no code change).
 """
@@ -58,11 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--init", default="timm", help="backbone init: timm, imagenet-package or none")
     b.add_argument("--split", type=int, default=0)
     sub.add_parser("recipes", help="list the bundled recipes")
+    e = sub.add_parser("export", help="ship a run's best model (weights, config, model card)")
+    e.add_argument("run", help="a run folder (holds model/, metrics.json, recipe.yaml)")
+    e.add_argument("--to", required=True, help="output model folder, e.g. joint_core/weights/default")
+    e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16, half the size)")
+    e.add_argument("--notice", action="append", default=[], help="a licence notice file to copy beside the weights")
+    e.add_argument("--licence", action="append", default=[], help="a licence line for the model card")
+    e.add_argument("--trained-with", default="", help="the command that trained the run (for the model card)")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "export":
+        from .export import export_run
+
+        out = export_run(Path(args.run), Path(args.to), fp16=not args.fp32, notices=[Path(n) for n in args.notice],
+                         licences=args.licence, command=args.trained_with)
+        print(f"exported {args.run} -> {out}")
+        return 0
     if args.command == "recipes":
         for f in sorted(RECIPES_DIR.glob("*.yaml")):
             first = next((line[1:].strip() for line in f.read_text().splitlines() if line.startswith("#")), "")

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos
 @dataclass
 class RunResult:
     out_dir: Path
-    best_epoch: Optional[int]   # 0 = the linear probe
+    best_epoch: Any   # 0 = the linear probe; {branch: epoch} with per-branch selection
     val: Dict[str, Any]
     test: Dict[str, Any]
     history: List[Dict[str, Any]]
@@ -151,7 +151,86 @@ def _scheduler(opt, spec, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _save_state(folder: Path, task, opt, sched, epoch: int, best: float, best_epoch: int,
+class Selector:
+    """Keeps the best model seen on validation.
+
+    By default the whole model, by the mean of ``train.select``. With ``train.select_branches``
+    each branch is kept from the epoch that was best on its own metrics (e.g. the technical
+    branch by CLIVE, the rationality branch by RAISE, when each learns from its own data set)
+    and the exported model combines them. Epochs count like the log: 0 is the linear probe.
+    """
+
+    def __init__(self, select: List[str], per_branch: Dict[str, List[str]]):
+        self.select = select
+        self.per_branch = dict(per_branch)
+        self.best, self.best_epoch = float("-inf"), None
+        self.branch_best = {b: float("-inf") for b in self.per_branch}
+        self.branch_epoch: Dict[str, Optional[int]] = {b: None for b in self.per_branch}
+        self.snapshots: Dict[str, Dict[str, torch.Tensor]] = {}
+
+    def update(self, val: Dict[str, Any], epoch: int, model: torch.nn.Module) -> Tuple[float, bool]:
+        """Record an evaluation; returns the ``select`` score and whether the export changed."""
+        score = selection_score(val, self.select)
+        if not self.per_branch:
+            if score > self.best:
+                self.best, self.best_epoch = score, epoch
+                return score, True
+            return score, False
+        changed = False
+        for branch, keys in self.per_branch.items():
+            s = selection_score(val, keys)
+            if s > self.branch_best[branch]:
+                self.branch_best[branch], self.branch_epoch[branch] = s, epoch
+                self.snapshots[branch] = {k: v.detach().cpu().clone()
+                                          for k, v in getattr(model, branch).state_dict().items()}
+                changed = True
+        if changed:
+            self.best, self.best_epoch = score, epoch
+        return score, changed
+
+    def export(self, task, folder: Path) -> None:
+        """Export the selected model (the current one, or the best branches combined)."""
+        if not self.snapshots:
+            task.export(folder)
+            return
+        current = {b: {k: v.detach().clone() for k, v in getattr(task.model, b).state_dict().items()}
+                   for b in self.snapshots}
+        try:
+            for b, state in self.snapshots.items():
+                getattr(task.model, b).load_state_dict(state)
+            task.export(folder)
+        finally:
+            for b, state in current.items():
+                getattr(task.model, b).load_state_dict(state)
+
+    def restore(self, folder: Path, model: torch.nn.Module, state: Dict[str, Any]) -> None:
+        """Resume: the records from ``state`` and the branch snapshots from the exported model."""
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.branch_best.update(state.get("branch_best", {}))
+        self.branch_epoch.update(state.get("branch_epoch", {}))
+        if self.per_branch and (folder / "config.json").is_file():
+            from joint_core.checkpoint import load_model
+
+            exported = load_model(folder)
+            self.snapshots = {b: getattr(exported, b).state_dict() for b in self.per_branch
+                              if self.branch_epoch.get(b) is not None}
+
+    def state(self) -> Dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "branch_best": self.branch_best,
+                "branch_epoch": self.branch_epoch}
+
+    def report(self) -> Any:
+        """The selected epoch, or ``{branch: epoch}`` with per-branch selection."""
+        return dict(self.branch_epoch) if self.per_branch else self.best_epoch
+
+    def describe(self, score: float) -> str:
+        if not self.per_branch:
+            return f"val {'+'.join(self.select)} {score:.4f}"
+        return "val " + ", ".join(f"{b} {'+'.join(k)} {self.branch_best[b]:.4f} (epoch {self.branch_epoch[b]})"
+                                  for b, k in self.per_branch.items())
+
+
+def _save_state(folder: Path, task, opt, sched, epoch: int, selector: Selector,
                 history: list) -> None:
     from safetensors.torch import save_file
 
@@ -159,7 +238,7 @@ def _save_state(folder: Path, task, opt, sched, epoch: int, best: float, best_ep
     save_file({k: v.detach().cpu().contiguous() for k, v in task.model.state_dict().items()},
               str(folder / "weights.safetensors"))
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                "best": best, "best_epoch": best_epoch}, folder / "state.pt")
+                **selector.state()}, folder / "state.pt")
     (folder / "history.json").write_text(json.dumps(history))
 
 
@@ -171,7 +250,7 @@ def _load_state(folder: Path, task, opt, sched):
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     history = json.loads((folder / "history.json").read_text())
-    return st["epoch"], st["best"], st["best_epoch"], history
+    return st["epoch"], st, history
 
 
 def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = False,
@@ -208,13 +287,14 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
     sched = _scheduler(opt, spec, steps)
     task.model, opt, train_dl = accelerator.prepare(task.model, opt, train_dl)
 
-    # best_epoch counts like the log: 0 is the linear probe, 1..epochs the trained epochs
-    start, best, best_epoch, history = 0, float("-inf"), None, []
+    selector = Selector(spec.select, spec.select_branches if isinstance(task, JointTask) else {})
+    start, history = 0, []
     if resume and (out_dir / "last" / "state.pt").is_file():
-        start, best, best_epoch, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
-        start += 1
+        last, state, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
+        selector.restore(out_dir / "model", accelerator.unwrap_model(task.model), state)
+        start = last + 1
         if main:
-            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {best_epoch}, {best:.4f})")
+            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {selector.report()})")
     val_items = data.items("val")
     if spec.linear_probe and start == 0 and isinstance(task, JointTask):
         from .probe import linear_probe
@@ -224,12 +304,12 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                              log=print if main else None)
         val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
             if val_items else {}
-        best, best_epoch = selection_score(val, spec.select), 0
-        history.append({"epoch": 0, "train_loss": math.nan, "val_select": best, "val": _compact(val),
+        score, _ = selector.update(val, 0, unwrapped.model)
+        history.append({"epoch": 0, "train_loss": math.nan, "val_select": score, "val": _compact(val),
                         "seconds": 0.0, "lr": 0.0, "probe": probe})
         if main:
-            unwrapped.export(out_dir / "model")
-            print(f"epoch   0 (linear probe)  val {'+'.join(spec.select)} {best:.4f}  *best*", flush=True)
+            selector.export(unwrapped, out_dir / "model")
+            print(f"epoch   0 (linear probe)  {selector.describe(score)}  *best*", flush=True)
     backbone_params = [p for n, p in accelerator.unwrap_model(task.model).named_parameters()
                        if ".backbone." in f".{n}" and p.requires_grad]
     for epoch in range(start, spec.epochs):
@@ -261,32 +341,30 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         unwrapped = _Unwrapped(task, accelerator)
         val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
             if val_items else {}
-        score = selection_score(val, spec.select)
-        improved = score > best
-        if improved:
-            best, best_epoch = score, epoch + 1
-            if main:
-                unwrapped.export(out_dir / "model")
+        score, improved = selector.update(val, epoch + 1, unwrapped.model)
+        if improved and main:
+            selector.export(unwrapped, out_dir / "model")
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
                  "val_select": score, "val": _compact(val), "seconds": time.time() - t0,
                  "lr": opt.param_groups[0]["lr"]}
         history.append(entry)
         if main:
-            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, best, best_epoch, history)
+            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, selector, history)
             print(f"epoch {epoch + 1:>3}/{spec.epochs}  loss {entry['train_loss']:.4f}  "
-                  f"val {'+'.join(spec.select)} {score:.4f}{'  *best*' if improved else ''}  "
+                  f"{selector.describe(score)}{'  *best*' if improved else ''}  "
                   f"({entry['seconds']:.0f}s)", flush=True)
     accelerator.wait_for_everyone()
     if not main:
-        return RunResult(out_dir, best_epoch, {}, {}, history)
-    if best_epoch is None:  # no validation set: keep the last epoch
+        return RunResult(out_dir, selector.report(), {}, {}, history)
+    best_epoch = selector.report()
+    if selector.best_epoch is None:  # no validation set: keep the last epoch
         _Unwrapped(task, accelerator).export(out_dir / "model")
         best_epoch = history[-1]["epoch"] if history else 0
     task.model = accelerator.unwrap_model(task.model)
     return finish(recipe, task, data, out_dir, best_epoch, history)
 
 
-def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: Optional[int],
+def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: Any,
            history: List[Dict[str, Any]]) -> RunResult:
     """Reload the best checkpoint, fit the fusion if asked, score val and test, write reports."""
     spec = recipe.train

@@ -77,6 +77,8 @@ class TrainSpec:
     the heads (backbones frozen) for that many epochs first - a warm-up that keeps freshly
     initialised heads from disturbing pretrained features. ``select`` names the validation
     metrics that pick the best epoch (``axis.metric`` or ``dataset/axis.metric``, averaged).
+    ``select_branches`` (``{"technical": [...], "rationality": [...]}``) keeps each branch from
+    its own best epoch instead (for branches that learn from different data sets).
     ``fit_fusion`` fits ``N = w_T*T + w_R*R + b`` on that data set's training part after
     training. ``max_steps_per_epoch`` caps an epoch (quick runs). ``linear_probe`` fits each
     head by ridge regression on frozen features before training (see :mod:`train.probe`; the
@@ -101,6 +103,7 @@ class TrainSpec:
     linear_probe: bool = False
     batching: Literal["mixed", "per_dataset"] = "mixed"
     select: List[str] = field(default_factory=lambda: ["naturalness.srcc"])
+    select_branches: Dict[str, List[str]] = field(default_factory=dict)
     eval_batch_size: int = 32
     cache_max_side: int = 1024
     num_workers: int = 0
@@ -167,6 +170,9 @@ class Recipe:
                 raise RecipeError(f"recipe.train.{key} must be >= 1")
         if t.epochs < (0 if t.linear_probe else 1):
             raise RecipeError("recipe.train.epochs must be >= 1 (0 is allowed with linear_probe: the probe alone)")
+        unknown = set(t.select_branches) - {"technical", "rationality"}
+        if unknown:
+            raise RecipeError(f"recipe.train.select_branches: unknown branch(es) {sorted(unknown)}")
         if t.fit_fusion is not None and t.fit_fusion not in names:
             raise RecipeError(f"recipe.train.fit_fusion names {t.fit_fusion!r}, not one of the data sets {names}")
         for d in self.data:

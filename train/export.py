@@ -1,0 +1,137 @@
+"""Ship a trained run as a model folder: weights (optionally fp16), config, a model card.
+
+    python -m train export runs/joint-default --to joint_core/weights/default --fp16
+
+The model card is generated from the run's ``metrics.json`` and ``recipe.yaml`` (data sets,
+licences, measured agreement with human ratings, intended use, known limits). Licence notices
+that must travel with derived work (``notices`` - e.g. CLIVE's copyright notice) are copied
+next to the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from joint_core.checkpoint import MODEL_CARD_NAME, load_model, save_model
+
+CARD_TEMPLATE = """# {name}
+
+{description}
+
+- **Architecture.** Technical branch `{tech}` ({tech_input}), rationality branch `{rat}`
+  ({rat_input}), each followed by a linear head on multi-level feature statistics.
+  `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality + {b:.4f}`.
+  {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
+- **Scale.** All three scores are on the 1-5 MOS scale, higher is better. The 0-100 ratings of
+  the training sets were mapped linearly onto it (`1 + 4 * MOS / 100`).
+- **Training data.** {data}
+- **How it was trained.** `{command}`. Recipe `train/recipes/{recipe}.yaml`, seed {seed}. Best
+  epoch on validation: {best_epoch} (0 = the linear probe, before any fine-tuning).
+
+## Agreement with human ratings (held-out test sets, never used for selection)
+
+{table}
+
+95 % bootstrap intervals, 1000 resamples of the test images. PLCC is after the standard
+4-parameter logistic fit; "raw" is before it.
+
+## Intended use
+
+- Ranking or filtering generated images by naturalness (for example best-of-N, or dropping the
+  worst of a batch), and comparing generators on the same prompts.
+- Research on naturalness assessment.
+
+## Known limits
+
+- It learned naturalness from RAISE: 600 images of 512x384 from a handful of generators, plus
+  real photographs. Generators, styles and resolutions far from these are out of distribution.
+- The technical branch learned from CLIVE smartphone photographs (authentic camera distortions),
+  not from AI-generated images. Generation artifacts reach it only through the fusion fitted on
+  RAISE.
+- Agreement with people is moderate, not high (see the table). Use the scores to rank images
+  from the same generator and prompt, not as an absolute verdict on a single image.
+- It is not a detector of AI generation and not a content or safety filter.
+
+## Licences
+
+{licences}
+"""
+
+
+def _fmt_metric(m: Dict, key: str) -> str:
+    ci = m.get(f"{key}_ci")
+    v = m.get(key)
+    if v is None:
+        return "-"
+    return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def metrics_table(test: Dict[str, Dict[str, Dict]]) -> str:
+    rows = ["| test set | score | n | SRCC | PLCC | PLCC raw | KRCC |", "|---|---|--:|---|---|---|---|"]
+    for ds, axes in test.items():
+        for axis, m in axes.items():
+            rows.append(f"| {ds} | {axis} | {m.get('n', '-')} | {_fmt_metric(m, 'srcc')} | {_fmt_metric(m, 'plcc')} | "
+                        f"{_fmt_metric(m, 'plcc_raw')} | {_fmt_metric(m, 'krcc')} |")
+    return "\n".join(rows)
+
+
+def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Path] = (),
+               licences: Optional[List[str]] = None, command: str = "") -> Path:
+    run_dir, to = Path(run_dir), Path(to)
+    model = load_model(run_dir / "model")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    recipe = _read_yaml(run_dir / "recipe.yaml")
+    if to.exists():
+        shutil.rmtree(to)
+    save_model(model, to, dtype=torch.float16 if fp16 else None)
+    for notice in notices:
+        shutil.copy(notice, to / Path(notice).name)
+    cfg = model.config
+    size = sum(p.stat().st_size for p in to.iterdir())
+    data = "; ".join(
+        f"{d['name']} ({d['kind']}, split {d['split'].get('kind', 'random')}"
+        + (f", labels not used: {', '.join(d['drop_labels'])}" if d.get("drop_labels") else "") + ")"
+        for d in recipe["data"])
+    splits = metrics.get("splits", {})
+    if splits:
+        data += ". Images: " + ", ".join(f"{n} {v['train']}/{v['val']}/{v['test']} train/val/test"
+                                         for n, v in splits.items())
+    card = CARD_TEMPLATE.format(
+        name=cfg.name or recipe["name"], description=cfg.description,
+        tech=cfg.technical.backbone, rat=cfg.rationality.backbone,
+        tech_input=_describe_tech(cfg), rat_input=_describe_rat(cfg),
+        w_t=cfg.fusion.technical_weight, w_r=cfg.fusion.rationality_weight, b=cfg.fusion.bias,
+        params=model.num_parameters(), size_mb=size / 2**20, dtype="fp16 weights" if fp16 else "fp32 weights",
+        data=data, command=command or f"python -m train fit --config {recipe['name']}", recipe=recipe["name"],
+        seed=recipe.get("seed", 0), best_epoch=metrics.get("best_epoch"),
+        table=metrics_table(metrics.get("test", {})),
+        licences="\n".join(f"- {line}" for line in (licences or [])) or "- see the training data sets' terms",
+    )
+    (to / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
+    return to
+
+
+def _describe_tech(cfg) -> str:
+    t = cfg.preprocess.technical
+    if t.sampling == "fragments":
+        return (f"{t.grid}x{t.grid} native-resolution fragments of {t.fragment} px"
+                + (", patch partition" if t.partition else ""))
+    return f"{t.size} px resize cut into {t.grid}x{t.grid} patches" + (", patch partition" if t.partition else "")
+
+
+def _describe_rat(cfg) -> str:
+    r = cfg.preprocess.rationality
+    if r.native:
+        return f"{r.crop} px native-resolution crop"
+    return f"shorter side {r.resize} px, centre crop {r.crop}" if r.resize else f"whole image at {r.crop} px"
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
