@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from joint_core import AXES
-from joint_core.scorer import check_weights
+from joint_core.scorer import check_axis, check_weights
 
 from . import annotate, runtime
 from .runtime import NaturalnessModel
@@ -228,8 +228,10 @@ class FilterByNaturalness:
         node = "Filter by Naturalness"
         model = _check_model(naturalness_model, node)
         images = _check_images(images, node)
-        if axis not in AXES:
-            raise ValueError(f"{node}: axis must be one of {list(AXES)}, got {axis!r}")
+        try:
+            check_axis(axis)
+        except ValueError as e:
+            raise ValueError(f"{node}: {e}") from None
         if if_empty not in IF_EMPTY:
             raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
         result = model.score([_bchw(images)], batch_size=int(batch_size)) if images.shape[0] else None
@@ -314,7 +316,7 @@ class BestOfN:
         if latent is not None:
             _check_latent(latent, n, node)
         result = model.score([_bchw(images)], batch_size=int(batch_size)) if n else None
-        order = [i for i in result.ranking(by) if i not in result.errors][:int(k)] if result is not None else []
+        order = result.best_indices(int(k), by) if result is not None else []
         if not order:
             nothing = _empty(if_empty, node, "no image could be scored" if n else "the batch is empty")
             return {"ui": {"text": [f"nothing to keep: {n} image(s), none scored"]},

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from joint_core import NaturalnessScorer, NoModelError, ScoreResult, default_model_dir, pick_device, pick_dtype
 from joint_core import checkpoint as _checkpoint
-from joint_core.checkpoint import WEIGHTS_NAME, no_model_message
+from joint_core.checkpoint import WEIGHTS_NAME, is_model_dir, no_model_message
 from joint_core.config import CONFIG_NAME
 
 log = logging.getLogger("comfyui_joint")
@@ -84,10 +84,6 @@ def model_folders() -> List[str]:
     return fp.get_folder_paths(FOLDER)
 
 
-def _is_model_dir(p: Path) -> bool:
-    return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
-
-
 def model_choices() -> List[str]:
     """The loader's list: the shipped default first (even when this copy ships none, so that
     workflows naming it stay valid and say what is missing), the model ``joint convert``
@@ -96,7 +92,7 @@ def model_choices() -> List[str]:
     by its path (``joint-official``, ``mine/v2``); a model put straight into a naturalness
     folder is listed as ``model.safetensors``."""
     choices = [DEFAULT_CHOICE]
-    if _is_model_dir(default_model_dir()):
+    if is_model_dir(default_model_dir()):
         choices.append(USER_CHOICE)
     fp = comfy_module("folder_paths")
     if fp is None or FOLDER not in fp.folder_names_and_paths:
@@ -134,12 +130,12 @@ def resolve_choice(choice: str) -> Tuple[str, Path]:
     folder or file). Raises :class:`NoModelError` / :class:`FileNotFoundError` with a message
     that says what to do."""
     if choice == DEFAULT_CHOICE:
-        if not _is_model_dir(_checkpoint.SHIPPED_DEFAULT):
+        if not is_model_dir(_checkpoint.SHIPPED_DEFAULT):
             raise NoModelError(no_model_installed_message(choice))
         return "default", _checkpoint.SHIPPED_DEFAULT
     if choice == USER_CHOICE:
         d = default_model_dir()
-        if not _is_model_dir(d):
+        if not is_model_dir(d):
             raise NoModelError(no_model_installed_message(choice))
         return str(d), d
     parts = str(choice).replace("\\", "/").split("/")
@@ -149,9 +145,9 @@ def resolve_choice(choice: str) -> Tuple[str, Path]:
     folders = model_folders()
     for base in folders:
         cand = Path(base, *parts)
-        if cand.is_dir() and _is_model_dir(cand):
+        if cand.is_dir() and is_model_dir(cand):
             return str(cand), cand
-        if cand.is_file() and cand.name == WEIGHTS_NAME and _is_model_dir(cand.parent):
+        if cand.is_file() and cand.name == WEIGHTS_NAME and is_model_dir(cand.parent):
             return str(cand.parent), cand.parent
     raise FileNotFoundError(
         f"Load Naturalness Model: no model {choice!r} in the naturalness model folders "

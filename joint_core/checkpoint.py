@@ -160,7 +160,8 @@ def default_model_dir() -> Path:
     return user_cache_dir() / "default"
 
 
-def _is_model_dir(p: Path) -> bool:
+def is_model_dir(p: Path) -> bool:
+    """Whether ``p`` is a joint model folder (``config.json`` + ``model.safetensors``)."""
     return (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file()
 
 
@@ -176,9 +177,9 @@ def resolve_model(spec: Optional[PathLike] = None, revision: Optional[str] = Non
     if env:
         return _resolve_spec(env, f"environment (${ENV_MODEL})", revision)
     cache = default_model_dir()
-    if _is_model_dir(cache):
+    if is_model_dir(cache):
         return ResolvedModel(cache, "user cache", str(cache))
-    if _is_model_dir(SHIPPED_DEFAULT):
+    if is_model_dir(SHIPPED_DEFAULT):
         return ResolvedModel(SHIPPED_DEFAULT, "shipped default", "default")
     raise NoModelError(no_model_message())
 
@@ -194,14 +195,14 @@ def no_model_message() -> str:
 
 def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedModel:
     if spec == "default":
-        if _is_model_dir(SHIPPED_DEFAULT):
+        if is_model_dir(SHIPPED_DEFAULT):
             return ResolvedModel(SHIPPED_DEFAULT, "shipped default", spec)
         raise NoModelError("this installation ships no default model. " + no_model_message())
     p = Path(spec).expanduser()
     if p.name == CONFIG_NAME and p.is_file():
         p = p.parent
     if p.is_dir():
-        if not _is_model_dir(p):
+        if not is_model_dir(p):
             missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
             hint = ""
             if any(p.glob("*.pth")):
@@ -239,7 +240,7 @@ def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         raise CheckpointError(f"hub model {repo_id!r} could not be loaded ({why})") from None
     p = Path(path)
-    if not _is_model_dir(p):
+    if not is_model_dir(p):
         raise CheckpointError(f"hub repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}")
     return p
 

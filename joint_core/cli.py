@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .checkpoint import CheckpointError, convert_official, default_model_dir, read_config_dict
+from .checkpoint import (CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, CheckpointError, convert_official,
+                         default_model_dir, read_config_dict)
 from .config import ConfigError
 from .scorer import AXES, NaturalnessScorer, ScoreResult
 
@@ -105,6 +106,10 @@ def _load(model: Optional[str], device: str = "auto", dtype: str = "auto",
 def cmd_score(args: argparse.Namespace) -> int:
     from .preprocess.images import expand_paths
 
+    if args.out and Path(args.out).suffix.lower() not in OUT_FORMATS:
+        print(f"joint: error: --out {args.out}: unknown format {Path(args.out).suffix.lower()!r}; "
+              f"use {', '.join(OUT_FORMATS)}", file=sys.stderr)
+        return EXIT_ERROR
     paths = expand_paths(args.paths, recursive=args.recursive)
     if not paths:
         print("joint: error: no images found in " + " ".join(args.paths), file=sys.stderr)
@@ -121,9 +126,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         result = scorer.score(paths, batch_size=args.batch_size, progress=progress)
     order = list(range(len(result)))
     if args.sort or args.top:
-        order = result.ranking(by=args.sort or "naturalness", descending=not args.ascending)
-        if args.top:
-            order = [i for i in order if i not in result.errors][:args.top]
+        by = args.sort or "naturalness"
+        order = result.best_indices(args.top, by, descending=not args.ascending) if args.top else \
+            result.ranking(by=by, descending=not args.ascending)
     records = result.to_records()
     rows = [records[i] for i in order]
     if not args.quiet:
@@ -154,6 +159,9 @@ def format_table(rows: List[dict], result: ScoreResult) -> str:
     return "\n".join(lines)
 
 
+OUT_FORMATS = (".csv", ".jsonl", ".json")
+
+
 def write_records(rows: List[dict], out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +189,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         print(f"joint: error: {out} exists and is not empty (use --force to overwrite)", file=sys.stderr)
         return EXIT_ERROR
+    if args.force and out.is_dir():  # no stale card or notice from an earlier model may survive
+        for name in (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME):
+            (out / name).unlink(missing_ok=True)
     path = convert_official(args.src, out, calibration=args.calibration)
     print(f"converted {args.src} -> {path}")
     if not args.out_dir:

@@ -118,9 +118,16 @@ class ScoreResult:
             errors={remap[i]: m for i, m in self.errors.items() if i in remap},
             score_range=self.score_range)
 
+    def best_indices(self, k: Optional[int] = None, by: Union[str, Mapping[str, float]] = "naturalness",
+                     descending: bool = True) -> List[int]:
+        """Indices of the scored images only, best first (worst first unless ``descending``),
+        at most ``k`` of them (all when ``k`` is None)."""
+        order = [i for i in self.ranking(by, descending) if i not in self.errors]
+        return order if k is None else order[:max(0, k)]
+
     def top(self, k: int, by: Union[str, Mapping[str, float]] = "naturalness") -> "ScoreResult":
         """The ``k`` best scored images, best first."""
-        return self.select([i for i in self.ranking(by) if i not in self.errors][:max(0, k)])
+        return self.select(self.best_indices(k, by))
 
     def summary(self) -> str:
         n_ok = len(self) - len(self.errors)
@@ -343,9 +350,14 @@ class NaturalnessScorer:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
                 t, r, nn_ = self._score_items([items[i] for i in idx], errors, idx)
-                ok = [j for j, i in enumerate(idx) if i not in errors]
-                for j in ok:
-                    tech[idx[j]], rat[idx[j]], nat[idx[j]] = t[j], r[j], nn_[j]
+                for j, i in enumerate(idx):
+                    if i in errors:
+                        continue
+                    if not bool(torch.isfinite(torch.stack([t[j], r[j], nn_[j]])).all()):
+                        errors[i] = (f"{items[i].source}: the model produced a non-finite score "
+                                     f"(dtype {self.dtype}; an fp16 overflow? try dtype=torch.float32)")
+                        continue
+                    tech[i], rat[i], nat[i] = t[j], r[j], nn_[j]
                 done += len(idx)
                 if bar is not None:
                     bar.update(len(idx))
@@ -401,7 +413,7 @@ class NaturalnessScorer:
         try:
             s = self.score_tensors([it.tensor for it in batch])
             return s["technical"].cpu(), s["rationality"].cpu(), s["naturalness"].cpu()
-        except (RuntimeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - retried alone below; one image never loses the others
             if _is_oom(e) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) == 1:
@@ -442,12 +454,24 @@ class _FrozenBranches:
     scorer quietly keeps eager mode (identical scores up to float rounding).
     """
 
+    MAX_GRAPHS = 8  # input shapes kept (batch-invariant scoring needs one per image size)
+
     def __init__(self, model: JointModel):
         self.model = model
         self.graphs: Dict[tuple, Any] = {}
         self.failed = False
+        self._weights = self._fingerprint()
+
+    def _fingerprint(self) -> tuple:
+        # frozen graphs hold the weights as constants: any in-place change (load_state_dict,
+        # an optimiser step) or a replaced tensor must rebuild them
+        return tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
 
     def __call__(self, x_t: Tensor, x_r: Tensor):
+        weights = self._fingerprint()
+        if weights != self._weights:
+            self.graphs.clear()
+            self._weights = weights
         key = (tuple(x_t.shape), tuple(x_r.shape), x_t.dtype)
         graph = self.graphs.get(key)
         if graph is None and not self.failed:
@@ -457,6 +481,8 @@ class _FrozenBranches:
                     traced = torch.jit.trace(_BranchScores(self.model).eval(), (x_t, x_r), check_trace=False)
                     graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
                     graph(x_t, x_r)  # the first call compiles; fail here rather than later
+                if len(self.graphs) >= self.MAX_GRAPHS:
+                    self.graphs.pop(next(iter(self.graphs)))  # the oldest shape
                 self.graphs[key] = graph
             except Exception:  # pragma: no cover - depends on the torch build
                 self.failed = True

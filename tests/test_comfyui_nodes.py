@@ -614,7 +614,7 @@ def test_inputs_are_checked_with_clear_messages(comfy, model):
         nodes.BestOfN().best_of_n(model, torch.rand(2, 32, 32, 5), 1, "naturalness")
     with pytest.raises(TypeError, match="'naturalness_model' must come from 'Load Naturalness Model'"):
         nodes.PreviewNaturalness().preview(NaturalnessScorer, torch.rand(1, 8, 8, 3))
-    with pytest.raises(ValueError, match="axis must be one of"):
+    with pytest.raises(ValueError, match="Filter by Naturalness: unknown score axis"):
         nodes.FilterByNaturalness().filter(model, torch.rand(1, 8, 8, 3), "beauty", 1.0)
     with pytest.raises(ValueError, match="if_empty must be one of"):
         nodes.FilterByNaturalness().filter(model, torch.rand(1, 8, 8, 3), "naturalness", 1.0, "ignore")

@@ -76,6 +76,11 @@ def test_converted_model_reproduces_the_reference(official, tmp_path):
     torch.testing.assert_close(ours.technical, t, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.rationality, r, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.naturalness, n, atol=1e-4, rtol=1e-4)
+    # --force over an earlier model folder: its stale card must not survive to describe this one
+    (out / "MODEL_CARD.md").write_text("# some other model")
+    assert joint_main(["convert", str(path), str(out)]) == 2
+    assert joint_main(["convert", str(path), str(out), "--force"]) == 0
+    assert not (out / "MODEL_CARD.md").exists() and load_model(out).config.name == "joint-official"
     # the scorer loads it like any model
     scorer = NaturalnessScorer.from_pretrained(out, device="cpu")
     res = scorer.score(torch.rand(1, 3, 96, 128))

@@ -20,7 +20,7 @@ def test_same_image_scores_identically_every_way(tiny_scorer, photos, tmp_path):
     chw = torch.from_numpy(img).permute(2, 0, 1).float() / 255
     others = [torch.from_numpy(photos[n]).permute(2, 0, 1).float() / 255
               for n in ("astronaut", "chelsea", "rocket")]
-    alone = _first(tiny_scorer.score(chw[None]))
+    alone = _first(tiny_scorer.score([chw]))                # a list of one CHW float tensor
     variants = {
         "path": tiny_scorer.score(str(path)),
         "PIL": tiny_scorer.score(Image.fromarray(img)),
@@ -136,6 +136,9 @@ def test_result_object(tiny_scorer):
     top = res.top(2, by="technical")
     assert len(top) == 2 and top.sources == [res.sources[i] for i in res.ranking("technical")[:2]]
     assert res.ok.tolist() == [True, True, True, False]
+    assert res.best_indices(by="technical") == res.ranking("technical")[:3]     # the failed one left out
+    assert res.best_indices(10, by="rationality", descending=False) == res.ranking("rationality", False)[:3]
+    assert res.best_indices(1) == res.ranking()[:1] and res.best_indices(0) == []
     with pytest.raises(ValueError, match="unknown score axis"):
         res.ranking(by="beauty")
     assert "3/4 images scored" in res.summary()
@@ -166,12 +169,51 @@ def test_argument_errors(tiny_scorer):
         tiny_scorer.score(torch.rand(1, 3, 8, 8), batch_size=0)
     with pytest.raises(TypeError, match="images must be"):
         tiny_scorer.score(42)
-    with pytest.raises(ValueError, match="CUDA is not available"):
-        if torch.cuda.is_available():
-            pytest.skip("a GPU is present")
-        NaturalnessScorer.from_config("tiny-test", device="cuda")
     with pytest.raises(ValueError, match="unknown dtype"):
         NaturalnessScorer.from_config("tiny-test", dtype="int3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            NaturalnessScorer.from_config("tiny-test", device="cuda")
+
+
+def test_non_finite_model_output_is_an_error_not_a_score(tiny_scorer, monkeypatch):
+    real = tiny_scorer._branches
+
+    def overflow_on_dark(x_t, x_r):  # an image that overflows (as fp16 can) gets inf
+        t, r = real(x_t, x_r)
+        dark = x_r.flatten(1).mean(1) < -1.5
+        return torch.where(dark, torch.full_like(t, float("inf")), t), r
+
+    monkeypatch.setattr(tiny_scorer, "_branches", overflow_on_dark)
+    imgs = torch.rand(3, 3, 32, 32)
+    imgs[1] = 0.0
+    with pytest.warns(UserWarning, match="non-finite"):
+        res = tiny_scorer.score(imgs)
+    assert list(res.errors) == [1] and "non-finite" in res.errors[1]
+    assert math.isnan(float(res.naturalness[1]))
+    assert torch.isfinite(res.naturalness[[0, 2]]).all()
+    assert res.ranking()[-1] == 1
+
+
+def test_any_decoder_exception_becomes_a_named_error(tiny_scorer, tmp_path, monkeypatch):
+    import PIL.ImageOps
+
+    bad, good = tmp_path / "exif-bomb.png", tmp_path / "good.png"
+    for p in (bad, good):
+        Image.new("RGB", (16, 16), (40, 90, 200)).save(p)
+    real = PIL.ImageOps.exif_transpose
+
+    def broken(img, **kw):
+        if str(getattr(img, "filename", "")).endswith("exif-bomb.png"):
+            import struct
+            raise struct.error("unpack requires a buffer of 4 bytes")
+        return real(img, **kw)
+
+    monkeypatch.setattr(PIL.ImageOps, "exif_transpose", broken)
+    with pytest.warns(UserWarning):
+        res = tiny_scorer.score([str(bad), str(good)])
+    assert list(res.errors) == [0] and "exif-bomb.png" in res.errors[0] and "unpack requires" in res.errors[0]
+    assert torch.isfinite(res.naturalness[1])
 
 
 def test_info(tiny_scorer):
@@ -245,6 +287,13 @@ def test_cpu_graph_optimisation_matches_eager(tiny_model_dir, photos):
     for axis in ("technical", "rationality", "naturalness"):
         torch.testing.assert_close(getattr(a, axis), getattr(b, axis), atol=1e-5, rtol=0)
     assert fast.info()["cpu_graphs"] == "TorchScript (frozen)" and eager.info()["cpu_graphs"] == "eager"
+    # new weights loaded in place must not be scored with the old ones baked into the graphs
+    with torch.no_grad():
+        for m in (fast.model, eager.model):
+            m.technical.head[-1].bias.add_(1.0)
+    a2, b2 = fast.score(imgs), eager.score(imgs)
+    torch.testing.assert_close(a2.technical, b2.technical, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a2.technical, a.technical + 1.0, atol=1e-4, rtol=0)
     # moving the scorer rebuilds (or drops) the graphs
     fast.to(dtype="bf16")
     assert fast._frozen is None

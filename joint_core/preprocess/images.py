@@ -133,8 +133,8 @@ def load_image(path: Union[str, os.PathLike]) -> Tensor:
         raise ImageInputError(f"{path}: image is too large to decode safely ({e})") from None
     except UnidentifiedImageError:
         raise ImageInputError(f"{path}: not an image file, or a format Pillow cannot read") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageInputError(f"{path}: cannot decode image ({e})") from None
+    except Exception as e:  # any decoder failure (struct.error, IndexError, ...) is this file's fault
+        raise ImageInputError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
 
 
 def pil_to_tensor(img: "Any", source: str = "PIL image") -> Tensor:
