@@ -6,6 +6,7 @@
     python -m train baselines --config RECIPE [--backbones vgg16,resnet18] [--kinds regressor,fr-regressor] ...
     python -m train recipes                      # list the bundled recipes
     python -m train export RUN --to DIR [--fp32] # ship a run's model with a generated model card
+    python -m train plot RUN --to scatter.svg    # predicted-vs-MOS plots of a run's test set
 
 Several GPUs or machines: ``accelerate launch -m train fit --config ...`` (no code change).
 """
@@ -17,6 +18,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from joint_core.backbones import WeightMappingError
+from joint_core.checkpoint import CheckpointError
+from joint_core.config import ConfigError
+from joint_core.preprocess.images import ImageInputError
+from joint_core.preprocess.localizer import LocalizerError
+
+from .datasets.base import DatasetError
 from .recipe import RECIPES_DIR, RecipeError, load_recipe
 
 
@@ -66,17 +74,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--notice", action="append", default=[], help="a licence notice file to copy beside the weights")
     e.add_argument("--licence", action="append", default=[], help="a licence line for the model card")
     e.add_argument("--trained-with", default="", help="the command that trained the run (for the model card)")
+    pl = sub.add_parser("plot", help="predicted-vs-MOS scatter plots of a run's test predictions")
+    pl.add_argument("run", help="a run folder (holds predictions.csv)")
+    pl.add_argument("--to", required=True, help="output image; the suffix picks the format (.png, .svg, .pdf)")
     return p
+
+
+# Errors that are the user's input (a recipe, a data set, a file, a checkpoint), reported in one
+# line; anything else is a bug in train and keeps its traceback.
+USER_ERRORS = (RecipeError, DatasetError, ConfigError, ImageInputError, WeightMappingError, CheckpointError,
+               LocalizerError, FileNotFoundError, FileExistsError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except USER_ERRORS as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from .export import export_run
 
         out = export_run(Path(args.run), Path(args.to), fp16=not args.fp32, notices=[Path(n) for n in args.notice],
                          licences=args.licence, command=args.trained_with)
         print(f"exported {args.run} -> {out}")
+        return 0
+    if args.command == "plot":
+        from .loop import plot_predictions
+
+        plot_predictions(Path(args.run) / "predictions.csv", Path(args.to))
+        print(f"wrote {args.to}")
         return 0
     if args.command == "recipes":
         for f in sorted(RECIPES_DIR.glob("*.yaml")):
@@ -85,38 +116,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     from . import experiments
 
-    try:
-        recipe = load_recipe(args.config, variables=_kv(args.var), sets=args.set)
-    except RecipeError as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(args.config, variables=_kv(args.var), sets=args.set)
     base = Path(args.out) if args.out else Path("runs") / experiments._slug(recipe.name)
     kw = dict(progress=not args.no_progress, cache_root=Path(args.cache) if args.cache else None)
     if args.localizer:
         from joint_core.preprocess import build_localizer
 
         kw["localizer"] = build_localizer(args.localizer)
-    try:
-        if args.command == "fit":
-            res = experiments.fit(recipe, base, split=args.split, resume=args.resume, **kw)
-            print(f"best epoch {res.best_epoch}; results in {res.out_dir}/results.md")
-        elif args.command == "cv":
-            out = base if args.out else base / "cv"
-            experiments.cv(recipe, out, resume=args.resume, **kw)
-            print(f"results in {out}/cv.md")
-        elif args.command == "ablate":
-            out = base if args.out else base / "ablate"
-            names = [v.strip() for v in args.variants.split(",")] if args.variants else None
-            experiments.ablate(recipe, out, variants=names, split=args.split, **kw)
-            print(f"results in {out}/ablation.md")
-        elif args.command == "baselines":
-            out = base if args.out else base / "baselines"
-            experiments.baselines(recipe, out, backbones=args.backbones.split(",") if args.backbones else None,
-                                  kinds=args.kinds.split(","), init=args.init, split=args.split, **kw)
-            print(f"results in {out}/baselines.md")
-    except RecipeError as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "fit":
+        res = experiments.fit(recipe, base, split=args.split, resume=args.resume, **kw)
+        print(f"best epoch {res.best_epoch}; results in {res.out_dir}/results.md")
+    elif args.command == "cv":
+        out = base if args.out else base / "cv"
+        experiments.cv(recipe, out, resume=args.resume, **kw)
+        print(f"results in {out}/cv.md")
+    elif args.command == "ablate":
+        out = base if args.out else base / "ablate"
+        names = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        experiments.ablate(recipe, out, variants=names, split=args.split, **kw)
+        print(f"results in {out}/ablation.md")
+    elif args.command == "baselines":
+        out = base if args.out else base / "baselines"
+        experiments.baselines(recipe, out, backbones=args.backbones.split(",") if args.backbones else None,
+                              kinds=args.kinds.split(","), init=args.init, split=args.split, **kw)
+        print(f"results in {out}/baselines.md")
     return 0
 
 

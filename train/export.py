@@ -1,6 +1,6 @@
 """Ship a trained run as a model folder: weights (optionally fp16), config, a model card.
 
-    python -m train export runs/joint-default --to joint_core/weights/default --fp16
+    python -m train export runs/joint-default --to joint_core/weights/default   # fp16; --fp32 to keep fp32
 
 The model card is generated from the run's ``metrics.json`` and ``recipe.yaml`` (data sets,
 licences, measured agreement with human ratings, intended use, known limits). Licence notices
@@ -17,27 +17,26 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from joint_core.checkpoint import MODEL_CARD_NAME, load_model, save_model
+from joint_core.checkpoint import CONFIG_NAME, MODEL_CARD_NAME, load_model, save_model
 
 CARD_TEMPLATE = """# {name}
 
 {description}
 
 - **Architecture.** Technical branch `{tech}` ({tech_input}), rationality branch `{rat}`
-  ({rat_input}), each followed by a linear head on multi-level feature statistics.
+  ({rat_input}), each followed by {heads}.
   `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality + {b:.4f}`.
   {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
-- **Scale.** All three scores are on the 1-5 MOS scale, higher is better. The 0-100 ratings of
-  the training sets were mapped linearly onto it (`1 + 4 * MOS / 100`).
+- **Scale.** Higher is better. {scale}
 - **Training data.** {data}
-- **How it was trained.** `{command}`. Recipe `train/recipes/{recipe}.yaml`, seed {seed}. Best
+- **How it was trained.** `{command}`. Recipe `{recipe}`, seed {seed}. Best
   epoch on validation: {best_epoch} (0 = the linear probe, before any fine-tuning).
 
 ## Agreement with human ratings (held-out test sets, never used for selection)
 
 {table}
 
-95 % bootstrap intervals, 1000 resamples of the test images. PLCC is after the standard
+95 % bootstrap intervals, {bootstrap} resamples of the test images. PLCC is after the standard
 4-parameter logistic fit; "raw" is before it.
 
 ## Intended use
@@ -48,12 +47,7 @@ CARD_TEMPLATE = """# {name}
 
 ## Known limits
 
-- It learned naturalness from RAISE: 600 images of 512x384 from a handful of generators, plus
-  real photographs. Generators, styles and resolutions far from these are out of distribution.
-- The technical branch learned from CLIVE smartphone photographs (authentic camera distortions),
-  not from AI-generated images. Generation artifacts reach it only through the fusion fitted on
-  RAISE.
-- Agreement with people is moderate, not high (see the table). Use the scores to rank images
+{data_limits}- Agreement with people is moderate, not high (see the table). Use the scores to rank images
   from the same generator and prompt, not as an absolute verdict on a single image.
 - It is not a detector of AI generation and not a content or safety filter.
 
@@ -61,6 +55,17 @@ CARD_TEMPLATE = """# {name}
 
 {licences}
 """
+
+
+# What each kind of training set implies for the model's limits (the card's "Known limits").
+DATA_LIMITS = {
+    "raise": "It learned naturalness from RAISE: 600 images of 512x384 from a handful of generators, plus "
+             "real photographs. Generators, styles and resolutions far from these are out of distribution.",
+    "clive": "The technical branch learned from CLIVE smartphone photographs (authentic camera distortions), "
+             "not from AI-generated images. Generation artifacts reach it only through the fusion.",
+    "agin": "It learned from AGIN (AI-generated images of 2023-era generators); newer generators may be "
+            "out of distribution.",
+}
 
 
 def _fmt_metric(m: Dict, key: str) -> str:
@@ -83,9 +88,15 @@ def metrics_table(test: Dict[str, Dict[str, Dict]]) -> str:
 def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Path] = (),
                licences: Optional[List[str]] = None, command: str = "") -> Path:
     run_dir, to = Path(run_dir), Path(to)
+    for need in (run_dir / "model", run_dir / "metrics.json", run_dir / "recipe.yaml", *map(Path, notices)):
+        if not need.exists():
+            raise FileNotFoundError(f"export: {need} does not exist (is {run_dir} a finished run?)")
+    if to.exists() and (not to.is_dir() or (any(to.iterdir()) and not (to / CONFIG_NAME).is_file())):
+        raise FileExistsError(f"export: {to} exists and is not a model folder; refusing to replace it")
     model = load_model(run_dir / "model")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recipe = _read_yaml(run_dir / "recipe.yaml")
+    final, to = to, to.with_name(to.name + ".export-tmp")  # written aside, then swapped in
     if to.exists():
         shutil.rmtree(to)
     save_model(model, to, dtype=torch.float16 if fp16 else None)
@@ -107,13 +118,58 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         tech_input=_describe_tech(cfg), rat_input=_describe_rat(cfg),
         w_t=cfg.fusion.technical_weight, w_r=cfg.fusion.rationality_weight, b=cfg.fusion.bias,
         params=model.num_parameters(), size_mb=size / 2**20, dtype="fp16 weights" if fp16 else "fp32 weights",
-        data=data, command=command or f"python -m train fit --config {recipe['name']}", recipe=recipe["name"],
+        data=data, command=command or f"python -m train fit --config {_recipe_ref(recipe)}",
+        recipe=_recipe_ref(recipe, path=True),
         seed=recipe.get("seed", 0), best_epoch=metrics.get("best_epoch"),
         table=metrics_table(metrics.get("test", {})),
+        heads=_describe_heads(cfg), scale=_describe_scale(recipe), data_limits=_data_limits(recipe),
+        bootstrap=recipe.get("train", {}).get("bootstrap", 1000),
         licences="\n".join(f"- {line}" for line in (licences or [])) or "- see the training data sets' terms",
     )
     (to / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
-    return to
+    if final.exists():
+        shutil.rmtree(final)
+    to.rename(final)
+    return final
+
+
+def _recipe_ref(recipe: dict, path: bool = False) -> str:
+    """The bundled recipe file whose ``name`` is the run's (its stem, or its repository path)."""
+    from .recipe import RECIPES_DIR
+
+    for f in sorted(RECIPES_DIR.glob("*.yaml")):
+        try:
+            if _read_yaml(f).get("name") == recipe.get("name"):
+                return f"train/recipes/{f.name}" if path else f.stem
+        except Exception:  # an unreadable recipe is not ours
+            continue
+    return f"{recipe.get('name')} (run folder recipe.yaml)" if path else str(recipe.get("name"))
+
+
+def _data_limits(recipe: dict) -> str:
+    import textwrap
+
+    kinds = dict.fromkeys(d["kind"] for d in recipe["data"] if d["kind"] in DATA_LIMITS)
+    return "".join(textwrap.fill(DATA_LIMITS[k], 96, initial_indent="- ", subsequent_indent="  ") + "\n"
+                   for k in kinds)
+
+
+def _describe_heads(cfg) -> str:
+    inputs = {"stages": "multi-level feature statistics", "pooled": "the pooled features",
+              "logits": "the ImageNet logits"}
+    kinds = sorted({(b.head_input, b.head_activation) for b in (cfg.technical, cfg.rationality)})
+    return " / ".join(("a linear head" if act == "none" else "a two-layer head") + f" on {inputs.get(inp, inp)}"
+                      for inp, act in kinds)
+
+
+def _describe_scale(recipe: dict) -> str:
+    ranges = {tuple(d["rescale"]) for d in recipe["data"] if d.get("rescale")}
+    if len(ranges) == 1:
+        lo, hi = ranges.pop()
+        return (f"The training ratings were mapped linearly from each data set's own scale onto "
+                f"{lo:g}-{hi:g}, so technical, rationality and naturalness are read on that scale.")
+    return "The training ratings were used on their native scales: " + ", ".join(
+        f"{d['name']} {tuple(d['rescale']) if d.get('rescale') else 'native'}" for d in recipe["data"]) + "."
 
 
 def _describe_tech(cfg) -> str:

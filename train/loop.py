@@ -11,7 +11,9 @@ Output folder::
     recipe.yaml          the exact recipe (after variables and overrides)
     splits/<set>.json    the split of every data set
     model/               best checkpoint (config.json + model.safetensors)
-    last/                resume state (weights + optimizer, scheduler, RNG, history)
+    last/                resume state (weights, optimizer, scheduler, history; per-step
+                         augmentation is seeded by epoch and step, but a resumed run's
+                         batch order is drawn afresh)
     metrics.json         per-epoch history, best epoch, validation and test metrics
     predictions.csv      test predictions next to the MOS
     results.md           the test metrics in the paper's table layout
@@ -230,6 +232,14 @@ class Selector:
                                   for b, k in self.per_branch.items())
 
 
+def _keep_frozen_in_eval(model: torch.nn.Module, frozen: Sequence[str]) -> None:
+    """Frozen parts (``train.freeze``) stay in eval mode while the rest trains, so that their
+    batch-norm statistics and dropout do not change either: frozen means unchanged."""
+    for name, module in model.named_modules():
+        if name and any(name == f.rstrip(".") or name.startswith(f.rstrip(".") + ".") for f in frozen):
+            module.eval()
+
+
 def _save_state(folder: Path, task, opt, sched, epoch: int, selector: Selector,
                 history: list) -> None:
     from safetensors.torch import save_file
@@ -317,6 +327,7 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         for p in backbone_params:
             p.requires_grad_(not warmup)
         task.model.train()
+        _keep_frozen_in_eval(accelerator.unwrap_model(task.model), spec.freeze)
         t0 = time.time()
         losses: List[float] = []
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}" + (" (heads only)" if warmup else ""),
@@ -329,10 +340,11 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
             with accelerator.autocast():
                 loss, parts = task.loss(batch, gen)
             opt.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if spec.grad_clip:
-                accelerator.clip_grad_norm_(task.model.parameters(), spec.grad_clip)
-            opt.step()
+            if loss.requires_grad:  # a batch that reaches only frozen parts has nothing to train
+                accelerator.backward(loss)
+                if spec.grad_clip:
+                    accelerator.clip_grad_norm_(task.model.parameters(), spec.grad_clip)
+                opt.step()
             sched.step()
             losses.append(parts["loss"])
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
@@ -400,8 +412,10 @@ def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: P
 
         scorer = NaturalnessScorer.from_pretrained(out_dir / "model", device=pick_device(spec.device),
                                                    dtype="float32")
-        res = scorer.score(data.cache.get_many([it.key for it in items]), batch_size=spec.eval_batch_size,
-                           progress=False)
+        # from the image files, exactly as a user would score them (not the training cache,
+        # whose copies may be downscaled to cache_max_side)
+        res = scorer.score([it.sample.path for it in items], batch_size=spec.eval_batch_size, progress=False,
+                           on_error="raise")
         return {a: getattr(res, a).double().numpy() for a in AXES}
     return predict_items(task, items, data, spec.eval_batch_size)
 
@@ -523,13 +537,28 @@ def plot_curves(history: List[Dict[str, Any]], path: Path) -> None:
 
 
 def plot_scatter(preds: Dict[str, np.ndarray], items: Sequence[Item], path: Path) -> None:
+    labels = {k: np.asarray(v, dtype=float) for k, v in labels_of(items).items()}
+    _scatter(np.asarray([it.dataset for it in items]), preds, labels, path)
+
+
+def plot_predictions(csv_path: Path, path: Path) -> None:
+    """Predicted-vs-MOS scatter plots from a run's ``predictions.csv`` (format by ``path``'s
+    suffix: ``.png``, ``.svg``, ``.pdf``)."""
+    with Path(csv_path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise FileNotFoundError(f"{csv_path}: no predictions")
+    col = lambda k: np.asarray([float(r[k]) if r[k] != "" else np.nan for r in rows])  # noqa: E731
+    _scatter(np.asarray([r["dataset"] for r in rows]), {a: col(a) for a in AXES},
+             {k: col(k) for k in ("mos", "mos_t", "mos_r")}, path)
+
+
+def _scatter(names: np.ndarray, preds: Dict[str, np.ndarray], labels: Dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {k: np.asarray(v) for k, v in labels_of(items).items()}
-    names = np.asarray([it.dataset for it in items])
     panels = []
     for ds in dict.fromkeys(names.tolist()):
         for axis in AXES:
@@ -545,7 +574,7 @@ def plot_scatter(preds: Dict[str, np.ndarray], items: Sequence[Item], path: Path
         ax.scatter(p, y, s=10, alpha=0.7)
         ax.set(xlabel=f"predicted {axis}", ylabel="MOS", title=f"{ds}: SRCC {M.srcc(p, y):.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, **({"metadata": {"Date": None}} if str(path).endswith(".svg") else {}))
     plt.close(fig)
 
 

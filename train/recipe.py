@@ -224,11 +224,16 @@ def apply_sets(data: Dict[str, Any], sets: Sequence[str]) -> Dict[str, Any]:
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"--set {key}: value {raw!r} is not valid YAML ({type(e).__name__})") from None
         node: Any = data
         parts = key.split(".")
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
+            if not isinstance(node, (list, dict)):
+                raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is a value ({node!r}), not a section")
             if isinstance(node, list):
                 idx = _list_index(node, part, key)
                 if last:
