@@ -236,3 +236,25 @@ def test_frozen_branch_stays_bit_identical_batch_norm_included(synthetic):
     for k in rat:
         assert torch.equal(after[k].float(), before[k].float()), k
     assert any(not torch.equal(after[k].float(), before[k].float()) for k in before if k.startswith("technical."))
+
+
+def test_distortion_ranking_prior_trains_and_logs_its_term(synthetic):
+    from train.data import loader, prepare_data
+    from train.tasks import build_task
+
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=1, bootstrap=0).with_overrides(
+        {"loss": {"objective": "fs", "missing_labels": "skip", "use_wsd": False, "distortion_rank": 1.0,
+                  "distortion_margin": 5.0}})
+    data = prepare_data(recipe, 0, cache_root=root / "cache", progress=False)
+    task = build_task(recipe)
+    batch = next(iter(loader(data.items("train"), data.cache, 8, shuffle=False, seed=0)))
+    loss, parts = task.loss(batch, torch.Generator().manual_seed(0))
+    # a 5-MOS margin cannot be met by an untrained model: the term is active and in the total
+    assert parts["rank"] > 0 and parts["loss"] == pytest.approx(parts["fs"] + parts["rank"], rel=1e-5)
+    loss.backward()
+    assert task.model.technical.head[-1].weight.grad is not None
+    # the prior needs the per-branch objective
+    other = _recipe(labels, images).with_overrides({"loss": {"distortion_rank": 1.0}})
+    with pytest.raises(RecipeError, match="distortion_rank"):
+        build_task(other).loss(batch, torch.Generator().manual_seed(0))

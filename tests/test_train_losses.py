@@ -266,3 +266,33 @@ def test_missing_labels_skip_uses_only_labelled_samples():
     torch.testing.assert_close(loss2, consistency_loss(t[:3], mos_t[:3]))
     with pytest.raises(ValueError, match="NaN"):
         joint_objective(t, r, torch.full((6,), nan), mos_t, mos_r, None, LossConfig(objective="fs"))
+
+
+def test_ranking_hinge_is_zero_only_past_the_margin():
+    from train.losses import ranking_hinge
+
+    better = torch.tensor([3.0, 3.0, 3.0], requires_grad=True)
+    worse = torch.tensor([2.0, 2.9, 3.5])
+    loss = ranking_hinge(better, worse, margin=0.25)
+    # per pair: max(0, 0.25 - 1.0) = 0, max(0, 0.25 - 0.1) = 0.15, max(0, 0.25 + 0.5) = 0.75
+    assert loss.item() == pytest.approx((0 + 0.15 + 0.75) / 3)
+    loss.backward()
+    assert better.grad.tolist() == pytest.approx([0.0, -1 / 3, -1 / 3])
+
+
+def test_degradations_are_seeded_and_really_degrade():
+    from scipy.ndimage import gaussian_filter
+
+    from train.degrade import degrade, gaussian_blur
+
+    x = torch.rand(6, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    a = degrade(x, torch.Generator().manual_seed(1))
+    b = degrade(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    changed = (a - x).flatten(1).abs().mean(1)
+    assert bool((changed > 0.01).all())                     # every image is degraded
+    # the blur is a Gaussian filter with a per-image sigma (reference: SciPy; torch "reflect" is SciPy "mirror")
+    y = gaussian_blur(x[:2], torch.tensor([1.0, 2.0]))
+    for i, s in enumerate((1.0, 2.0)):
+        ref = gaussian_filter(x[i].numpy(), sigma=(0, s, s), mode="mirror", truncate=6 / s if s == 1.0 else 3.0)
+        np.testing.assert_allclose(y[i].numpy(), ref, atol=2e-3)

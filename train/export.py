@@ -25,7 +25,7 @@ CARD_TEMPLATE = """# {name}
 
 - **Architecture.** Technical branch `{tech}` ({tech_input}), rationality branch `{rat}`
   ({rat_input}), each followed by {heads}.
-  `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality + {b:.4f}`.
+  `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality {b_sign} {b_abs:.4f}`.
   {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
 - **Scale.** Higher is better. {scale}
 - **Training data.** {data}
@@ -101,7 +101,7 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         shutil.rmtree(to)
     save_model(model, to, dtype=torch.float16 if fp16 else None)
     for notice in notices:
-        shutil.copy(notice, to / Path(notice).name)
+        shutil.copyfile(notice, to / Path(notice).name)
     cfg = model.config
     size = sum(p.stat().st_size for p in to.iterdir())
     data = "; ".join(
@@ -116,11 +116,12 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         name=cfg.name or recipe["name"], description=cfg.description,
         tech=cfg.technical.backbone, rat=cfg.rationality.backbone,
         tech_input=_describe_tech(cfg), rat_input=_describe_rat(cfg),
-        w_t=cfg.fusion.technical_weight, w_r=cfg.fusion.rationality_weight, b=cfg.fusion.bias,
+        w_t=cfg.fusion.technical_weight, w_r=cfg.fusion.rationality_weight,
+        b_sign="-" if cfg.fusion.bias < 0 else "+", b_abs=abs(cfg.fusion.bias),
         params=model.num_parameters(), size_mb=size / 2**20, dtype="fp16 weights" if fp16 else "fp32 weights",
         data=data, command=command or f"python -m train fit --config {_recipe_ref(recipe)}",
         recipe=_recipe_ref(recipe, path=True),
-        seed=recipe.get("seed", 0), best_epoch=metrics.get("best_epoch"),
+        seed=recipe.get("seed", 0), best_epoch=_describe_epoch(metrics.get("best_epoch"), cfg),
         table=metrics_table(metrics.get("test", {})),
         heads=_describe_heads(cfg), scale=_describe_scale(recipe), data_limits=_data_limits(recipe),
         bootstrap=recipe.get("train", {}).get("bootstrap", 1000),
@@ -133,14 +134,23 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
     return final
 
 
+def _describe_epoch(best, cfg) -> str:
+    if isinstance(best, dict):  # per-branch selection; a branch not listed kept its probe or was frozen
+        return ", ".join(f"{b} branch {e}" for b, e in best.items())
+    return str(best)
+
+
 def _recipe_ref(recipe: dict, path: bool = False) -> str:
-    """The bundled recipe file whose ``name`` is the run's (its stem, or its repository path)."""
+    """The bundled recipe file whose ``name`` is the run's (its stem, or its repository path);
+    an ablation variant's run is named ``"<recipe name> [<variant>]"``."""
     from .recipe import RECIPES_DIR
 
+    name, _, variant = str(recipe.get("name")).partition(" [")
+    suffix = f" (variant {variant.rstrip(']')})" if variant and path else ""
     for f in sorted(RECIPES_DIR.glob("*.yaml")):
         try:
-            if _read_yaml(f).get("name") == recipe.get("name"):
-                return f"train/recipes/{f.name}" if path else f.stem
+            if _read_yaml(f).get("name") == name:
+                return (f"train/recipes/{f.name}" + suffix) if path else f.stem
         except Exception:  # an unreadable recipe is not ours
             continue
     return f"{recipe.get('name')} (run folder recipe.yaml)" if path else str(recipe.get("name"))

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -345,7 +346,9 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                 if spec.grad_clip:
                     accelerator.clip_grad_norm_(task.model.parameters(), spec.grad_clip)
                 opt.step()
-            sched.step()
+            with warnings.catch_warnings():  # the schedule counts skipped steps too, on purpose
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                sched.step()
             losses.append(parts["loss"])
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
             bar.update(1)

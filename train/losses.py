@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Literal, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 OBJECTIVES = ("is", "fs", "joint++")
@@ -175,6 +176,9 @@ class LossConfig:
     ``wsd_p`` the Wasserstein order (the paper uses 2); ``use_wsd=False`` drops the WSD term.
     ``missing_labels="skip"`` computes each L_C term on the samples that have that label (for
     batches mixing data sets rated on different perspectives); ``"error"`` refuses NaN labels.
+    ``distortion_rank`` weighs a ranking prior on the technical branch (:func:`ranking_hinge`
+    between each technical-labelled image and a degraded copy, see :mod:`train.degrade`), with
+    ``distortion_margin`` in MOS units; 0 (the paper) turns it off.
     """
 
     objective: Literal["is", "fs", "joint++"] = "is"
@@ -186,11 +190,13 @@ class LossConfig:
     wsd_p: int = 2
     use_wsd: bool = True
     missing_labels: Literal["error", "skip"] = "error"
+    distortion_rank: float = 0.0
+    distortion_margin: float = 0.25
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"LossConfig.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        for name in ("alpha", "beta", "lambda_is", "plcc_weight"):
+        for name in ("alpha", "beta", "lambda_is", "plcc_weight", "distortion_rank", "distortion_margin"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"LossConfig.{name} must be a finite number >= 0, got {v!r}")
@@ -217,6 +223,12 @@ def _labels(x: Optional[Tensor], name: str, objective: str, n: int, allow_nan: b
         raise ValueError(f"objective {objective!r} needs {name} for every sample, but {bad} of {n} are NaN "
                          f"(the data set lacks these ratings); use objective 'is'")
     return x
+
+
+def ranking_hinge(better: Tensor, worse: Tensor, margin: float) -> Tensor:
+    """Mean hinge ``max(0, margin - (better - worse))``: zero once every ``better`` score
+    exceeds its ``worse`` partner by ``margin``."""
+    return F.relu(margin - (better.float() - worse.float())).mean()
 
 
 def joint_objective(t: Tensor, r: Tensor, mos: Tensor, mos_t: Optional[Tensor], mos_r: Optional[Tensor],

@@ -25,7 +25,8 @@ from joint_core.model import JointModel
 from joint_core.preprocess import Preprocessor
 
 from .data import Batch
-from .losses import LossConfig, consistency_loss, joint_objective, wsd_loss
+from .degrade import degrade
+from .losses import LossConfig, consistency_loss, joint_objective, ranking_hinge, wsd_loss
 from .recipe import ModelSpec, Recipe, RecipeError
 
 AXIS_OF_LABEL = {"mos": "naturalness", "mos_t": "technical", "mos_r": "rationality"}
@@ -112,6 +113,8 @@ class JointTask:
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
         if self.loss_cfg.objective == "fs" and self.loss_cfg.missing_labels == "skip":
             return self._per_branch_loss(batch, generator)
+        if self.loss_cfg.distortion_rank > 0:
+            raise RecipeError("loss.distortion_rank needs loss.objective 'fs' with missing_labels 'skip'")
         pre = self.preprocessor
         imgs = pre.prepare(batch.images)
         x_t = pre.technical(imgs, train=True, generator=generator)
@@ -140,17 +143,35 @@ class JointTask:
         imgs = pre.prepare(batch.images)
         x_t = pre.technical([imgs[i] for i in has_t], train=True, generator=generator) if has_t else None
         x_r = pre.rationality([imgs[i] for i in has_r], train=True, generator=generator) if has_r else None
+        ranked = has_t and self.loss_cfg.distortion_rank > 0
+        if ranked:  # degraded copies of the same crops ride in the same forward pass
+            x_t = torch.cat([x_t, self._degraded(x_t, generator)])
         out = self.model(x_t, x_r)
         dev = (out.technical if out.technical is not None else out.rationality).device
+        tech = out.technical
+        if ranked:
+            tech, tech_degraded = tech.float().chunk(2)
         n = len(batch)
         t = torch.zeros(n, device=dev, dtype=torch.float32)
         r = torch.zeros(n, device=dev, dtype=torch.float32)
         if has_t:
-            t = t.index_copy(0, torch.tensor(has_t, device=dev), out.technical.float())
+            t = t.index_copy(0, torch.tensor(has_t, device=dev), tech.float())
         if has_r:
             r = r.index_copy(0, torch.tensor(has_r, device=dev), out.rationality.float())
-        return joint_objective(t, r, batch.mos.to(dev), batch.mos_t.to(dev), batch.mos_r.to(dev), None,
-                               self.loss_cfg)
+        loss, parts = joint_objective(t, r, batch.mos.to(dev), batch.mos_t.to(dev), batch.mos_r.to(dev), None,
+                                      self.loss_cfg)
+        if ranked:
+            rank = ranking_hinge(tech, tech_degraded, self.loss_cfg.distortion_margin)
+            loss = loss + self.loss_cfg.distortion_rank * rank
+            parts.update(rank=float(rank.detach()), loss=float(loss.detach()))
+        return loss, parts
+
+    def _degraded(self, x_t: Tensor, generator: torch.Generator) -> Tensor:
+        """Degraded copies of normalised technical inputs (degraded in [0, 1] pixel space)."""
+        p = self.config.preprocess
+        mean = torch.tensor(p.mean, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(p.std, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
+        return (degrade((x_t * std + mean).clamp(0, 1), generator) - mean) / std
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Dict[str, Tensor]:

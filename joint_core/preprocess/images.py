@@ -178,7 +178,8 @@ def _numpy_to_tensor(arr: np.ndarray, label: str) -> Tensor:
             raise ImageInputError(f"{label}: integer array of dtype {arr.dtype} has values outside "
                                   "0..255; pass uint8, uint16 or floats in [0, 1]")
         arr = arr.astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    arr = np.ascontiguousarray(arr)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # read-only arrays (np.asarray(PIL))
 
 
 def _split_batch(t: Tensor, label: str, layout_hint: Optional[str]) -> List[ImageItem]:
