@@ -465,7 +465,10 @@ class _FrozenBranches:
     def _fingerprint(self) -> tuple:
         # frozen graphs hold the weights as constants: any in-place change (load_state_dict,
         # an optimiser step) or a replaced tensor must rebuild them
-        return tuple((id(t), t._version) for t in (*self.model.parameters(), *self.model.buffers()))
+        # (inference tensors, e.g. a model loaded under torch.inference_mode as ComfyUI does,
+        # keep no version counter: only their identity is tracked)
+        return tuple((id(t), -1 if t.is_inference() else t._version)
+                     for t in (*self.model.parameters(), *self.model.buffers()))
 
     def __call__(self, x_t: Tensor, x_r: Tensor):
         weights = self._fingerprint()

@@ -297,3 +297,12 @@ def test_cpu_graph_optimisation_matches_eager(tiny_model_dir, photos):
     # moving the scorer rebuilds (or drops) the graphs
     fast.to(dtype="bf16")
     assert fast._frozen is None
+
+
+def test_model_loaded_under_inference_mode_scores(tiny_model_dir, photos):
+    # ComfyUI runs nodes under torch.inference_mode, so the loaded weights are inference tensors
+    with torch.inference_mode():
+        scorer = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
+        res = scorer.score([photos["coffee"], photos["astronaut"]])
+    ref = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu").score([photos["coffee"], photos["astronaut"]])
+    assert not res.errors and torch.equal(res.naturalness, ref.naturalness)
