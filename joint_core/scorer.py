@@ -310,8 +310,8 @@ class NaturalnessScorer:
             "localizer": repr(self.localizer),
             "cpu_graphs": "TorchScript (frozen)" if self._frozen is not None and not self._frozen.failed else "eager",
             "score_range": list(cfg.score_range),
-            "fusion": f"N = {cfg.fusion.technical_weight:g}*T + {cfg.fusion.rationality_weight:g}*R"
-                      + (f" + {cfg.fusion.bias:g}" if cfg.fusion.bias else "")
+            "fusion": f"N = {cfg.fusion.technical_weight:.4g}*T {_signed(cfg.fusion.rationality_weight)}*R"
+                      + (f" {_signed(cfg.fusion.bias)}" if cfg.fusion.bias else "")
                       + (" -> logistic" if cfg.calibration else ""),
         }
 
@@ -495,6 +495,10 @@ class _FrozenBranches:
             return out.technical, out.rationality
         t, r = graph(x_t, x_r)
         return t, r
+
+
+def _signed(v: float) -> str:
+    return f"{'-' if v < 0 else '+'} {abs(v):.4g}"
 
 
 def _is_oom(e: BaseException) -> bool:
