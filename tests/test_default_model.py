@@ -76,3 +76,22 @@ def test_scores_live_on_the_documented_scale(default_scorer):
         v = getattr(res, axis)
         assert torch.isfinite(v).all()
         assert float(v.min()) > 0.0 and float(v.max()) < 6.0, (axis, v)
+
+
+def test_every_face_uses_it_when_no_model_is_named(isolated_models, monkeypatch, default_scorer):
+    from comfyui_joint import nodes, runtime
+    from diffusers_hook._common import resolve_scorer
+    from joint_core import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SHIPPED_DEFAULT", SHIPPED_DEFAULT)
+    img = np.array(Image.new("RGB", (96, 80), (120, 160, 90)))
+    want = float(default_scorer.score(img).naturalness[0])
+    hook = resolve_scorer(None, device="cpu")                       # diffusers hook, no model given
+    assert hook.source.origin == "shipped default"
+    assert float(hook.score(img).naturalness[0]) == want
+    choice = runtime.model_choices()[0]                             # ComfyUI loader lists it first
+    assert choice == "default (shipped)"
+    (model,) = nodes.LoadNaturalnessModel().load(choice, "cpu", "fp32")
+    comfy_image = torch.from_numpy(img).float()[None] / 255          # [B, H, W, 3]
+    res = model.score([comfy_image.permute(0, 3, 1, 2)])
+    assert float(res.naturalness[0]) == pytest.approx(want, abs=1e-5)
