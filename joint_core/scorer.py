@@ -350,10 +350,11 @@ class NaturalnessScorer:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
                 t, r, nn_ = self._score_items([items[i] for i in idx], errors, idx)
+                finite = (torch.isfinite(t) & torch.isfinite(r) & torch.isfinite(nn_)).tolist()
                 for j, i in enumerate(idx):
                     if i in errors:
                         continue
-                    if not bool(torch.isfinite(torch.stack([t[j], r[j], nn_[j]])).all()):
+                    if not finite[j]:
                         errors[i] = (f"{items[i].source}: the model produced a non-finite score "
                                      f"(dtype {self.dtype}; an fp16 overflow? try dtype=torch.float32)")
                         continue

@@ -121,7 +121,7 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         params=model.num_parameters(), size_mb=size / 2**20, dtype="fp16 weights" if fp16 else "fp32 weights",
         data=data, command=command or f"python -m train fit --config {_recipe_ref(recipe)}",
         recipe=_recipe_ref(recipe, path=True),
-        seed=recipe.get("seed", 0), best_epoch=_describe_epoch(metrics.get("best_epoch"), cfg),
+        seed=recipe.get("seed", 0), best_epoch=_describe_epoch(metrics.get("best_epoch")),
         table=metrics_table(metrics.get("test", {})),
         heads=_describe_heads(cfg), scale=_describe_scale(recipe), data_limits=_data_limits(recipe),
         bootstrap=recipe.get("train", {}).get("bootstrap", 1000),
@@ -134,7 +134,7 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
     return final
 
 
-def _describe_epoch(best, cfg) -> str:
+def _describe_epoch(best) -> str:
     if isinstance(best, dict):  # per-branch selection; a branch not listed kept its probe or was frozen
         return ", ".join(f"{b} branch {e}" for b, e in best.items())
     return str(best)

@@ -40,7 +40,7 @@ from joint_core.scorer import AXES, pick_device
 from . import metrics as M
 from .data import Item, TrainingData, labels_of, loader, prepare_data
 from .recipe import Recipe
-from .tasks import JointTask, build_task
+from .tasks import JointTask, build_task, is_frozen
 
 LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos_r"}
 
@@ -237,7 +237,7 @@ def _keep_frozen_in_eval(model: torch.nn.Module, frozen: Sequence[str]) -> None:
     """Frozen parts (``train.freeze``) stay in eval mode while the rest trains, so that their
     batch-norm statistics and dropout do not change either: frozen means unchanged."""
     for name, module in model.named_modules():
-        if name and any(name == f.rstrip(".") or name.startswith(f.rstrip(".") + ".") for f in frozen):
+        if name and is_frozen(name, frozen):
             module.eval()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,7 @@ from joint_core.checkpoint import save_model
 from joint_core.config import BranchConfig, JointConfig
 from joint_core.model import JointModel
 from joint_core.preprocess import Preprocessor
+from joint_core.preprocess.pipeline import normalize
 
 from .data import Batch
 from .degrade import degrade
@@ -63,11 +64,16 @@ def init_backbone(backbone: nn.Module, name: str, how: str) -> None:
     backbone.load_state_dict(usable, strict=False)
 
 
+def is_frozen(name: str, frozen: Sequence[str]) -> bool:
+    """Whether a parameter or module name falls under one of ``train.freeze``'s prefixes."""
+    return any(name.startswith(f) for f in frozen)
+
+
 def _params(module: nn.Module, frozen: List[str], prefix: str = "") -> Tuple[list, list]:
     backbone, head = [], []
     for name, p in module.named_parameters():
         full = prefix + name
-        if any(full.startswith(f) for f in frozen):
+        if is_frozen(full, frozen):
             p.requires_grad_(False)
             continue
         (backbone if ".backbone." in f".{full}" or full.startswith("backbone.") else head).append(p)
@@ -171,7 +177,7 @@ class JointTask:
         p = self.config.preprocess
         mean = torch.tensor(p.mean, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
         std = torch.tensor(p.std, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
-        return (degrade((x_t * std + mean).clamp(0, 1), generator) - mean) / std
+        return normalize(degrade((x_t * std + mean).clamp(0, 1), generator), p.mean, p.std)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Dict[str, Tensor]:
