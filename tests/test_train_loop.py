@@ -102,6 +102,35 @@ def test_resume_continues_from_the_last_epoch(synthetic):
     assert [h["epoch"] for h in res.history] == [1, 2]
 
 
+def test_resumed_run_matches_an_uninterrupted_one(synthetic, monkeypatch):
+    """Batch order and augmentation continue where the interrupted run stopped."""
+    import train.loop as loop
+    from safetensors.torch import load_file
+
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=3)
+    straight = run(recipe, root / "straight", cache_root=root / "cache", progress=False)
+
+    saved = loop._save_state
+
+    def crash_after_first_epoch(*a, **kw):
+        saved(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_save_state", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, root / "interrupted", cache_root=root / "cache", progress=False)
+    monkeypatch.setattr(loop, "_save_state", saved)
+    resumed = run(recipe, root / "interrupted", cache_root=root / "cache", progress=False, resume=True)
+
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(straight.history, resumed.history):
+        assert a["train_loss"] == b["train_loss"] and a["val_select"] == b["val_select"]
+    w1 = load_file(str(root / "straight" / "last" / "weights.safetensors"))
+    w2 = load_file(str(root / "interrupted" / "last" / "weights.safetensors"))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
 def test_cv_ablate_baselines(synthetic):
     root, labels, images = synthetic
     recipe = _recipe(labels, images, epochs=1, bootstrap=0)

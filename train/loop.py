@@ -11,9 +11,9 @@ Output folder::
     recipe.yaml          the exact recipe (after variables and overrides)
     splits/<set>.json    the split of every data set
     model/               best checkpoint (config.json + model.safetensors)
-    last/                resume state (weights, optimizer, scheduler, history; per-step
-                         augmentation is seeded by epoch and step, but a resumed run's
-                         batch order is drawn afresh)
+    last/                resume state (weights, optimizer, scheduler, history and the random
+                         generators' states: a resumed run draws the same batches and
+                         augmentations as one that was never interrupted)
     metrics.json         per-epoch history, best epoch, validation and test metrics
     predictions.csv      test predictions next to the MOS
     results.md           the test metrics in the paper's table layout
@@ -241,15 +241,46 @@ def _keep_frozen_in_eval(model: torch.nn.Module, frozen: Sequence[str]) -> None:
             module.eval()
 
 
+def _generators(dl: torch.utils.data.DataLoader) -> List[torch.Generator]:
+    """The random generators that decide a loader's batch order (its own, its sampler's, its
+    batch sampler's), each once. Accelerate's prepared loader shares these objects."""
+    found: List[torch.Generator] = []
+    for owner in (dl, dl.sampler, dl.batch_sampler, getattr(dl.batch_sampler, "sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "loader": [g.get_state() for g in loader_generators]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: Optional[Dict[str, Any]], loader_generators: Sequence[torch.Generator]) -> bool:
+    """Put the generators back where the interrupted run left them; False for a resume state
+    written before they were saved (or by a loader of another shape)."""
+    if not state or len(state.get("loader", [])) != len(loader_generators):
+        return False
+    torch.set_rng_state(state["torch"])
+    for g, s in zip(loader_generators, state["loader"]):
+        g.set_state(s)
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    return True
+
+
 def _save_state(folder: Path, task, opt, sched, epoch: int, selector: Selector,
-                history: list) -> None:
+                history: list, rng: Optional[Dict[str, Any]] = None) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in task.model.state_dict().items()},
               str(folder / "weights.safetensors"))
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                **selector.state()}, folder / "state.pt")
+                "rng": rng, **selector.state()}, folder / "state.pt")
     (folder / "history.json").write_text(json.dumps(history))
 
 
@@ -294,6 +325,7 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                       num_workers=spec.num_workers, drop_last=len(data.items("train")) > spec.batch_size,
                       batching=spec.batching)
     steps = len(train_dl) if spec.max_steps_per_epoch is None else min(len(train_dl), spec.max_steps_per_epoch)
+    loader_generators = _generators(train_dl)
     opt = _optimizer(task, spec)
     sched = _scheduler(opt, spec, steps)
     task.model, opt, train_dl = accelerator.prepare(task.model, opt, train_dl)
@@ -304,8 +336,11 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
         last, state, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
         selector.restore(out_dir / "model", accelerator.unwrap_model(task.model), state)
         start = last + 1
+        exact = _restore_rng(state.get("rng"), loader_generators)
         if main:
-            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {selector.report()})")
+            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {selector.report()})"
+                  + ("" if exact else "; this state predates saved random generators, so the batch "
+                                      "order of later epochs differs from an uninterrupted run"))
     val_items = data.items("val")
     if spec.linear_probe and start == 0 and isinstance(task, JointTask):
         from .probe import linear_probe
@@ -364,7 +399,8 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                  "lr": opt.param_groups[0]["lr"]}
         history.append(entry)
         if main:
-            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, selector, history)
+            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, selector, history,
+                        rng=_rng_state(loader_generators))
             print(f"epoch {epoch + 1:>3}/{spec.epochs}  loss {entry['train_loss']:.4f}  "
                   f"{selector.describe(score)}{'  *best*' if improved else ''}  "
                   f"({entry['seconds']:.0f}s)", flush=True)
