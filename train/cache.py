@@ -35,19 +35,21 @@ def default_cache_root() -> Path:
     return user_cache_dir() / "train-cache"
 
 
-def cache_key(paths: Sequence[str], max_side: int) -> str:
-    h = hashlib.sha256(f"v1:{max_side}".encode())
+def cache_key(paths: Sequence[str], max_side: int, interpolation: str = "bilinear") -> str:
+    # bilinear keeps the key of caches built before the interpolation was configurable
+    h = hashlib.sha256((f"v1:{max_side}" + ("" if interpolation == "bilinear" else f":{interpolation}")).encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{int(st.st_mtime)}".encode())
     return h.hexdigest()[:16]
 
 
-def decode(path: str, max_side: int) -> np.ndarray:
-    """Decode, convert to RGB and cap the longer side; returns uint8 ``[3, H, W]``."""
+def decode(path: str, max_side: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Decode, convert to RGB and cap the longer side (resampled with ``interpolation``, the
+    model's ``preprocess.interpolation``, as the scorer would); returns uint8 ``[3, H, W]``."""
     t = load_image(path)
     x = t.float() / 255.0 if t.dtype == torch.uint8 else t
-    x = cap_longer(x[None], max_side)[0]
+    x = cap_longer(x[None], max_side, interpolation)[0]
     return torch.round(x * 255).clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -78,13 +80,14 @@ class ImageCache:
 
     @classmethod
     def build(cls, items: Sequence[Tuple[str, str]], max_side: int = 1024,
-              root: Optional[Path] = None, progress: bool = True) -> "ImageCache":
+              root: Optional[Path] = None, progress: bool = True,
+              interpolation: str = "bilinear") -> "ImageCache":
         """Build (or reuse) the cache for ``(name, path)`` pairs."""
         root = Path(root) if root is not None else default_cache_root()
         names = [n for n, _ in items]
         if len(set(names)) != len(names):
             raise ValueError("image names in a cache must be unique")
-        folder = root / cache_key([p for _, p in items], max_side)
+        folder = root / cache_key([p for _, p in items], max_side, interpolation)
         if (folder / INDEX).is_file():
             cache = cls(folder)
             if set(cache.index) >= set(names):
@@ -102,7 +105,7 @@ class ImageCache:
         with open(tmp, "wb") as f:
             for name, path in iterator:
                 try:
-                    arr = decode(path, max_side)
+                    arr = decode(path, max_side, interpolation)
                 except ImageInputError as e:
                     errors.append(str(e))
                     continue

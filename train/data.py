@@ -127,8 +127,9 @@ def prepare_data(recipe: Recipe, split_index: int = 0, cache_root: Optional[Path
             to_cache[it.key] = it.sample.path
             if it.sample.ref_path:
                 to_cache[it.ref_key] = it.sample.ref_path
+    interpolation = recipe.joint_config().preprocess.interpolation if recipe.model.kind == "joint" else "bilinear"
     cache = ImageCache.build(sorted(to_cache.items()), max_side=recipe.train.cache_max_side,
-                             root=cache_root, progress=progress)
+                             root=cache_root, progress=progress, interpolation=interpolation)
     return TrainingData(datasets, splits, cache, parts)
 
 
