@@ -68,6 +68,9 @@ class JointOutput:
     technical_embedding: Optional[Tensor] = None
     rationality_embedding: Optional[Tensor] = None
     rationality_stages: Optional[List[Tensor]] = field(default=None, repr=False)
+    # the rationality branch's features of a second view (training: the low-frequency map)
+    paired_embedding: Optional[Tensor] = None
+    paired_stages: Optional[List[Tensor]] = field(default=None, repr=False)
 
 
 class Branch(nn.Module):
@@ -132,13 +135,17 @@ class JointModel(nn.Module):
         return nat
 
     def forward(self, technical_input: Optional[Tensor], rationality_input: Optional[Tensor],
-                return_features: bool = False) -> JointOutput:
+                return_features: bool = False, paired_rationality_input: Optional[Tensor] = None) -> JointOutput:
         """Both branches and the fusion. Training may pass ``None`` for a branch it does not
         need on this batch, or different images to each branch (the naturalness is then
-        ``None``)."""
+        ``None``). ``paired_rationality_input`` (training, the Wasserstein regulariser) runs the
+        rationality branch on a second view inside this same forward, so that a
+        DistributedDataParallel wrapper sees both passes."""
         t = self.technical(technical_input) if technical_input is not None else None
         r = self.rationality(rationality_input, return_stages=return_features) \
             if rationality_input is not None else None
+        p = self.rationality(paired_rationality_input, return_stages=True) \
+            if paired_rationality_input is not None else None
         return JointOutput(
             technical=t.score if t is not None else None,
             rationality=r.score if r is not None else None,
@@ -147,6 +154,8 @@ class JointModel(nn.Module):
             technical_embedding=t.embedding if return_features and t is not None else None,
             rationality_embedding=r.embedding if return_features and r is not None else None,
             rationality_stages=r.stages if r is not None else None,
+            paired_embedding=p.embedding if p is not None else None,
+            paired_stages=p.stages if p is not None else None,
         )
 
     def rationality_features(self, rationality_input: Tensor) -> Tuple[Tensor, List[Tensor]]:

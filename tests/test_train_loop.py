@@ -287,3 +287,30 @@ def test_distortion_ranking_prior_trains_and_logs_its_term(synthetic):
     other = _recipe(labels, images).with_overrides({"loss": {"distortion_rank": 1.0}})
     with pytest.raises(RecipeError, match="distortion_rank"):
         build_task(other).loss(batch, torch.Generator().manual_seed(0))
+
+
+def test_joint_loss_runs_under_distributed_data_parallel(synthetic, tmp_path):
+    """accelerate launch wraps the model in DDP: the Wasserstein pass on the low-frequency map
+    must go through the wrapped forward (a side call to the bare model is not synchronised)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from train.data import loader, prepare_data
+    from train.tasks import build_task
+
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images)
+    data = prepare_data(recipe, 0, cache_root=root / "cache", progress=False)
+    task = build_task(recipe)
+    assert task.needs_lfm
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        task.model = DistributedDataParallel(task.model, find_unused_parameters=True)
+        batch = next(iter(loader(data.items("train"), data.cache, 4, shuffle=False, seed=0)))
+        loss, parts = task.loss(batch, torch.Generator().manual_seed(0))
+        loss.backward()
+    finally:
+        dist.destroy_process_group()
+    assert parts["wsd"] > 0 and torch.isfinite(loss)
+    grads = [p.grad for n, p in task.model.module.named_parameters() if n.startswith("rationality.backbone")]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)

@@ -130,12 +130,13 @@ class JointTask:
             x_r = x_lfm if feeds_lfm else x_img
         else:
             x_r = pre.rationality(imgs, train=True, generator=generator)
-        out = self.model(x_t, x_r, return_features=self.needs_lfm)
+        other = (x_img if feeds_lfm else x_lfm) if self.needs_lfm else None
+        # one forward call (both rationality views inside it): what a DDP wrapper supports
+        out = self.model(x_t, x_r, return_features=self.needs_lfm, paired_rationality_input=other)
         wsd = None
         if self.needs_lfm:
-            other = x_img if feeds_lfm else x_lfm
-            emb, stages = self.model.rationality_features(other)
-            wsd = wsd_loss(out.rationality_embedding, emb, out.rationality_stages, stages, p=self.loss_cfg.wsd_p)
+            wsd = wsd_loss(out.rationality_embedding, out.paired_embedding, out.rationality_stages,
+                           out.paired_stages, p=self.loss_cfg.wsd_p)
         dev = out.technical.device
         return joint_objective(out.technical, out.rationality, batch.mos.to(dev), batch.mos_t.to(dev),
                                batch.mos_r.to(dev), wsd, self.loss_cfg)
