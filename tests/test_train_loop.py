@@ -314,3 +314,43 @@ def test_joint_loss_runs_under_distributed_data_parallel(synthetic, tmp_path):
     assert parts["wsd"] > 0 and torch.isfinite(loss)
     grads = [p.grad for n, p in task.model.module.named_parameters() if n.startswith("rationality.backbone")]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+class _RedIsArtifact(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        red = x[:, 0:1]
+        return torch.cat([-red, red], 1)
+
+
+def test_localizer_reaches_training_export_and_test_scoring(synthetic, tmp_path):
+    """--localizer: the exported config records the detector, the test predictions use it, and
+    the "w/o localization" variant really trains without it."""
+    import yaml
+
+    root, labels, images = synthetic
+    det = tmp_path / "end2end.pt"
+    torch.jit.script(_RedIsArtifact()).save(str(det))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(_recipe(labels, images).to_dict()))
+    common = ["--config", str(path), "--set", "train.epochs=1", "--set", "train.bootstrap=0",
+              "--cache", str(root / "cache"), "--no-progress", "--localizer", str(det)]
+    assert train_main(["ablate", *common, "--variants", "joint,w/o localization", "--out", str(tmp_path / "a")]) == 0
+    joint_cfg = json.loads((tmp_path / "a" / "joint" / "model" / "config.json").read_text())
+    plain_cfg = json.loads((tmp_path / "a" / "w-o-localization" / "model" / "config.json").read_text())
+    assert joint_cfg["preprocess"]["technical"]["localizer"] == "pal4vst"
+    assert plain_cfg["preprocess"]["technical"]["localizer"] == "none"
+
+    rows = list(csv.DictReader((tmp_path / "a" / "joint" / "predictions.csv").open()))
+    files = [str(images / r["name"]) for r in rows]
+    logged = np.array([float(r["technical"]) for r in rows])
+    with_det = NaturalnessScorer.from_pretrained(tmp_path / "a" / "joint" / "model", device="cpu", localizer=str(det))
+    np.testing.assert_allclose(with_det.score(files).technical.numpy(), logged, atol=1e-5, rtol=0)
+    with pytest.warns(UserWarning, match="localizer"):
+        without = NaturalnessScorer.from_pretrained(tmp_path / "a" / "joint" / "model", device="cpu")
+    assert not np.allclose(without.score(files).technical.numpy(), logged, atol=1e-4)
+
+    # a recipe that asks for the detector without one is a one-line error
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(_recipe(labels, images).with_overrides(
+        {"model": {"config": {"preprocess": {"technical": {"localizer": "pal4vst"}}}}}).to_dict()))
+    with pytest.raises(RecipeError, match="--localizer"):
+        run(load_recipe(str(tmp_path / "p.yaml")), tmp_path / "p", cache_root=root / "cache", progress=False)

@@ -122,7 +122,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.localizer:
         from joint_core.preprocess import build_localizer
 
+        from .recipe import deep_merge, recipe_from_dict
+
         kw["localizer"] = build_localizer(args.localizer)
+        # the exported config records the detector (the scorer then asks for it); the
+        # "w/o localization" variant still overrides this back to "none"
+        recipe = recipe_from_dict(deep_merge(recipe.to_dict(), {"model": {"config": {"preprocess": {
+            "technical": {"localizer": "pal4vst"}}}}}))
     if args.command == "fit":
         res = experiments.fit(recipe, base, split=args.split, resume=args.resume, **kw)
         print(f"best epoch {res.best_epoch}; results in {res.out_dir}/results.md")

@@ -105,7 +105,7 @@ def ablate(recipe: Recipe, out_dir: Path, variants: Optional[Sequence[str]] = No
             if not (base_dir / "model").is_dir():
                 results["joint"] = run(recipe, base_dir, split_index=split, **kw).test
             data = data or prepare_data(recipe, split, cache_root=kw.get("cache_root"), progress=False)
-            results[name] = rescore_with_fusion(variant, base_dir, vdir, data).test
+            results[name] = rescore_with_fusion(variant, base_dir, vdir, data, localizer=kw.get("localizer")).test
             continue
         if name == "joint" and name in results:
             continue
@@ -114,7 +114,7 @@ def ablate(recipe: Recipe, out_dir: Path, variants: Optional[Sequence[str]] = No
     return results
 
 
-def rescore_with_fusion(variant: Recipe, base_dir: Path, out_dir: Path, data) -> RunResult:
+def rescore_with_fusion(variant: Recipe, base_dir: Path, out_dir: Path, data, localizer=None) -> RunResult:
     """Copy the base run's checkpoint, set the variant's fusion, and score val/test."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "model").exists():
@@ -124,7 +124,7 @@ def rescore_with_fusion(variant: Recipe, base_dir: Path, out_dir: Path, data) ->
     cfg = json.loads(cfg_path.read_text())
     cfg["fusion"] = variant.joint_config().to_dict()["fusion"]
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    task = build_task(variant)
+    task = build_task(variant, localizer=localizer)
     history = json.loads((base_dir / "metrics.json").read_text()).get("history", []) \
         if (base_dir / "metrics.json").is_file() else []
     best = json.loads((base_dir / "metrics.json").read_text()).get("best_epoch") \

@@ -449,8 +449,12 @@ def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: P
     if isinstance(task, JointTask):
         from joint_core import NaturalnessScorer
 
+        from joint_core.preprocess.localizer import NoLocalizer
+
+        localizer = task.preprocessor.localizer
         scorer = NaturalnessScorer.from_pretrained(out_dir / "model", device=pick_device(spec.device),
-                                                   dtype="float32")
+                                                   dtype="float32",
+                                                   localizer=None if isinstance(localizer, NoLocalizer) else localizer)
         # from the image files, exactly as a user would score them (not the training cache,
         # whose copies may be downscaled to cache_max_side)
         res = scorer.score([it.sample.path for it in items], batch_size=spec.eval_batch_size, progress=False,

@@ -105,7 +105,7 @@ class JointTask:
                 for branch in ("technical", "rationality"):
                     init_backbone(getattr(self.model, branch).backbone,
                                   getattr(config, branch).backbone, spec.init.get(branch, "none"))
-        self.preprocessor = Preprocessor(config.preprocess, localizer)
+        self.preprocessor = Preprocessor(config.preprocess, _localizer_for(config, localizer))
         self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
 
     def to(self, device: torch.device) -> "JointTask":
@@ -285,6 +285,18 @@ class RegressorTask:
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+
+
+def _localizer_for(config: JointConfig, localizer):
+    """The localizer the config asks for: none for ``localizer: none`` (the "w/o localization"
+    variant drops a given detector), the given one for ``pal4vst`` (an error without it)."""
+    t = config.preprocess.technical
+    if t.localizer == "none" or not t.partition:
+        return None
+    if localizer is None:
+        raise RecipeError(f"model.config.preprocess.technical.localizer is {t.localizer!r}: pass the "
+                          "detector with --localizer end2end.pt (PAL4VST), or set it to 'none'")
+    return localizer
 
 
 def build_task(recipe: Recipe, localizer=None):
