@@ -7,10 +7,12 @@ The real RAISE and CLIVE copies are used when present under $JOINT_DATA (default
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from train.datasets import (
     DATASET_KINDS,
@@ -387,3 +389,45 @@ def test_rescaled_and_arrays():
     assert [s.mos for s in edge] == [1.0, 5.0]
     with pytest.raises(ValueError, match="target"):
         ds.rescaled((5, 5))
+
+
+def test_agin_group_column_and_csv_group_rule_give_content_groups(tmp_path):
+    from train.datasets import load_dataset
+
+    img = tmp_path / "img"
+    img.mkdir()
+    rows = ["filename,MOS_nat,MOS_tech,MOS_rat,scene"]
+    for gen in ("CoCosNet", "SPADE"):
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(img / f"{gen}_{i}.png")
+            rows.append(f"{gen}_{i}.png,3,3,3,s{i}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset("agin", labels=tmp_path / "labels.csv", image_dir=img, group_column="scene")
+    assert ds["SPADE_2.png"].group == "s2" and ds["CoCosNet_2.png"].group == "s2"
+    by_index = load_dataset("csv", labels=tmp_path / "labels.csv", image_dir=img,
+                            columns={"name": "filename", "mos": "MOS_nat"}, scale=(1, 5), group_rule=r"_(\d+)\.")
+    assert [s.group for s in by_index] == ["0", "1", "2", "0", "1", "2"]
+
+
+def test_a_reader_argument_typo_is_a_dataset_error(tmp_path):
+    from train.datasets import DatasetError, load_dataset
+
+    with pytest.raises(DatasetError, match="'grup_rule'.*read_agin"):
+        load_dataset("agin", labels=tmp_path / "x.csv", image_dir=tmp_path, grup_rule="x")
+
+
+def test_split_warns_when_no_content_groups_are_known():
+    from train.data import make_split
+    from train.datasets import RatedDataset, Sample
+    from train.recipe import DataSpec
+
+    samples = [Sample(name=f"img_{i}.png", path=f"/x/img_{i}.png", mos=float(i)) for i in range(20)]
+    spec = DataSpec(name="set", kind="csv", args={}, split={"kind": "random", "n_splits": 1})
+    with pytest.warns(UserWarning, match="no content groups"):
+        make_split(spec, RatedDataset(name="set", samples=samples, scale=(0, 20)), 0, 0)
+    grouped = DataSpec(name="set", kind="csv", args={}, split={"kind": "random", "n_splits": 1,
+                                                                "group_rule": r"img_(\d)"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_split(grouped, RatedDataset(name="set", samples=samples, scale=(0, 20)), 0, 0)
+        make_split(spec, RatedDataset(name="set", samples=samples, scale=(0, 20), distinct_content=True), 0, 0)

@@ -150,7 +150,21 @@ def test_cv_ablate_baselines(synthetic):
     assert [r["technical"] for r in rows] == [r["technical"] for r in base_rows]
     cfg = json.loads((root / "ablate" / "s_t-only" / "model" / "config.json").read_text())
     assert cfg["fusion"]["rationality_weight"] == 0.0
-    assert "S_T only" in (root / "ablate" / "ablation.md").read_text()
+    # paper Table 5: each fused predictor against every perspective's MOS
+    from scipy.stats import spearmanr
+
+    def col(rs, k):
+        return np.array([float(r[k]) for r in rs])
+
+    assert st["rationality"]["srcc"] == pytest.approx(
+        spearmanr(col(base_rows, "technical"), col(base_rows, "mos_r"))[0], abs=1e-9)
+    weighted = results[experiments.WEIGHTED]["synth"]
+    assert weighted["technical"]["srcc"] == pytest.approx(
+        spearmanr(col(base_rows, "naturalness"), col(base_rows, "mos_t"))[0], abs=1e-9)
+    assert weighted["naturalness"]["srcc"] == pytest.approx(results["joint"]["synth"]["naturalness"]["srcc"])
+    md = (root / "ablate" / "ablation.md").read_text()
+    table5 = md.split("paper Table 5")[1]
+    assert "S_T only" in table5 and experiments.WEIGHTED in table5 and "| joint |" not in table5
 
     base = experiments.baselines(recipe, root / "baselines", backbones=["test_resnet"], init="none",
                                  cache_root=root / "cache", progress=False)
@@ -354,3 +368,48 @@ def test_localizer_reaches_training_export_and_test_scoring(synthetic, tmp_path)
         {"model": {"config": {"preprocess": {"technical": {"localizer": "pal4vst"}}}}}).to_dict()))
     with pytest.raises(RecipeError, match="--localizer"):
         run(load_recipe(str(tmp_path / "p.yaml")), tmp_path / "p", cache_root=root / "cache", progress=False)
+
+
+def test_runs_of_one_split_are_never_mixed_with_another(synthetic, tmp_path):
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=1, bootstrap=0)
+    run(recipe, tmp_path / "r", cache_root=root / "cache", progress=False)
+    with pytest.raises(RecipeError, match="other splits"):
+        run(recipe, tmp_path / "r", split_index=1, cache_root=root / "cache", progress=False, resume=True)
+
+    # a fusion-only variant re-scores the base checkpoint only when it was trained on this split
+    out = tmp_path / "ablate"
+    experiments.ablate(recipe, out, variants=["joint"], split=0, cache_root=root / "cache", progress=False)
+    experiments.ablate(recipe, out, variants=["S_T only"], split=1, cache_root=root / "cache", progress=False)
+    on_1 = json.loads((out / "joint" / "splits" / "synth.json").read_text())
+    from train.data import prepare_data
+
+    split1 = prepare_data(recipe, 1, cache_root=root / "cache", progress=False).splits["synth"]
+    assert sorted(on_1["test"]) == sorted(split1.test)
+
+
+def test_ablate_over_splits_reports_mean_and_std(synthetic, tmp_path):
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images, epochs=1, bootstrap=0)
+    rows = experiments.over_splits("ablate", recipe, tmp_path, [0, 1], variants=["joint", "S_R only"],
+                                   cache_root=root / "cache", progress=False)
+    for i in (0, 1):
+        assert (tmp_path / f"split-{i}" / "joint" / "model" / "config.json").is_file()
+    per = [json.loads((tmp_path / f"split-{i}" / "joint" / "metrics.json").read_text()) for i in (0, 1)]
+    values = rows["joint"]["synth"]["naturalness"]["srcc"]
+    assert values == pytest.approx([m["test"]["synth"]["naturalness"]["srcc"] for m in per])
+    md = (tmp_path / "ablation.md").read_text()
+    assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in md and "paper Table 5" in md
+    assert json.loads((tmp_path / "ablation.json").read_text())["splits"] == [0, 1]
+
+
+def test_splits_option(synthetic):
+    from train.__main__ import _parse_splits, build_parser
+
+    _, labels, images = synthetic
+    recipe = _recipe(labels, images)
+    assert _parse_splits("all", recipe) == [0, 1] and _parse_splits("0, 3", recipe) == [0, 3]
+    with pytest.raises(RecipeError, match="--splits"):
+        _parse_splits("one", recipe)
+    with pytest.raises(SystemExit):  # --split and --splits exclude each other
+        build_parser().parse_args(["ablate", "-c", "x", "--split", "1", "--splits", "0,1"])

@@ -38,6 +38,24 @@ def _kv(items: Sequence[str]) -> dict:
     return out
 
 
+def _split_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--split", type=int, default=0, help="the one split to run (default 0)")
+    g.add_argument("--splits", help="several splits, e.g. 0,1,2,3,4 or 'all': each in <out>/split-<i>, "
+                                    "mean ± std over them beside")
+
+
+def _parse_splits(text: str, recipe) -> List[int]:
+    from .data import n_splits
+
+    if text.strip().lower() == "all":
+        return list(range(n_splits(recipe)))
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise RecipeError(f"--splits: expected comma-separated split numbers or 'all', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description="Train JOINT / JOINT++ and baselines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="fills ${NAME} in the recipe")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. train.epochs=5 or data.raise.args.root=/data/RAISE/dataset")
-    common.add_argument("--out", "-o", help="output folder (default: runs/<recipe name>[/<command>])")
+    common.add_argument("--out", "-o", help="output folder (default: runs/<recipe name>[/<command>][/split-<i>])")
     common.add_argument("--cache", help="decoded-image cache folder "
                                         "(default: $JOINT_TRAIN_CACHE or ~/.cache/joint/train-cache)")
     common.add_argument("--localizer", help="PAL4VST TorchScript end2end.pt for the artifact-guided partition")
@@ -59,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true")
     a = sub.add_parser("ablate", parents=[common], help="the paper's ablation variants (Tables 4-6)")
     a.add_argument("--variants", help="comma-separated variant names (default: all)")
-    a.add_argument("--split", type=int, default=0)
+    _split_options(a)
     b = sub.add_parser("baselines", parents=[common], help="single-backbone and NR/FR-AIGCIQA baselines")
-    b.add_argument("--backbones", help="comma-separated timm names "
-                                       "(default: vgg16,vgg19,resnet18,resnet50,inception_v4,swin-t)")
+    b.add_argument("--backbones", help="comma-separated timm names (default: vgg16,vgg19,resnet18,resnet50,"
+                                       "inception_v4,swin_tiny_patch4_window7_224)")
     b.add_argument("--kinds", default="regressor", help="regressor (NR) and/or fr-regressor (FR)")
     b.add_argument("--init", default="timm", help="backbone init: timm, imagenet-package or none")
-    b.add_argument("--split", type=int, default=0)
+    _split_options(b)
     sub.add_parser("recipes", help="list the bundled recipes")
     e = sub.add_parser("export", help="ship a run's best model (weights, config, model card)")
     e.add_argument("run", help="a run folder (holds model/, metrics.json, recipe.yaml)")
@@ -130,22 +148,29 @@ def _run(args: argparse.Namespace) -> int:
         recipe = recipe_from_dict(deep_merge(recipe.to_dict(), {"model": {"config": {"preprocess": {
             "technical": {"localizer": "pal4vst"}}}}}))
     if args.command == "fit":
+        if args.split and not args.out:
+            base = base / f"split-{args.split}"
         res = experiments.fit(recipe, base, split=args.split, resume=args.resume, **kw)
         print(f"best epoch {res.best_epoch}; results in {res.out_dir}/results.md")
     elif args.command == "cv":
         out = base if args.out else base / "cv"
         experiments.cv(recipe, out, resume=args.resume, **kw)
         print(f"results in {out}/cv.md")
-    elif args.command == "ablate":
-        out = base if args.out else base / "ablate"
-        names = [v.strip() for v in args.variants.split(",")] if args.variants else None
-        experiments.ablate(recipe, out, variants=names, split=args.split, **kw)
-        print(f"results in {out}/ablation.md")
-    elif args.command == "baselines":
-        out = base if args.out else base / "baselines"
-        experiments.baselines(recipe, out, backbones=args.backbones.split(",") if args.backbones else None,
-                              kinds=args.kinds.split(","), init=args.init, split=args.split, **kw)
-        print(f"results in {out}/baselines.md")
+    elif args.command in ("ablate", "baselines"):
+        out = base if args.out else base / args.command
+        if args.command == "ablate":
+            kw["variants"] = [v.strip() for v in args.variants.split(",")] if args.variants else None
+        else:
+            kw.update(backbones=args.backbones.split(",") if args.backbones else None, kinds=args.kinds.split(","),
+                      init=args.init)
+        fn = getattr(experiments, args.command)
+        if args.splits:
+            experiments.over_splits(args.command, recipe, out, _parse_splits(args.splits, recipe), **kw)
+        else:
+            if args.split and not args.out:
+                out = out / f"split-{args.split}"
+            fn(recipe, out, split=args.split, **kw)
+        print(f"results in {out}/{'ablation' if args.command == 'ablate' else 'baselines'}.md")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -64,6 +65,17 @@ class TrainingData:
     def items(self, part: str) -> List[Item]:
         return self.parts[part]
 
+    def matches_saved_splits(self, folder: Path) -> bool:
+        """True when ``folder`` (a run's ``splits/``) holds exactly these splits."""
+        for name, split in self.splits.items():
+            f = Path(folder) / f"{name}.json"
+            if not f.is_file():
+                return False
+            saved = Split.load(f)
+            if any(sorted(getattr(saved, p)) != sorted(getattr(split, p)) for p in PARTS):
+                return False
+        return True
+
     def save_splits(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for name, split in self.splits.items():
@@ -88,6 +100,12 @@ def make_split(spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> Split
     args = dict(spec.split)
     kind = args.pop("kind", "random")
     args.setdefault("seed", seed)
+    if kind != "file" and not ds.distinct_content and not args.get("group_rule") \
+            and all(smp.group is None for smp in ds.samples):
+        warnings.warn(f"data {spec.name}: no content groups (a group column or group_rule), so every image "
+                      "is its own group: images of one content can land in both train and test. Set "
+                      f"data.{spec.name}.args.group_rule (or split.group_rule) if any images share content.",
+                      stacklevel=2)
     try:
         if kind == "random":
             n = int(args.pop("n_splits", 5))

@@ -88,8 +88,7 @@ def _only_fusion(overrides: Dict[str, Any]) -> bool:
 
 def ablate(recipe: Recipe, out_dir: Path, variants: Optional[Sequence[str]] = None, split: int = 0,
            **kw: Any) -> Dict[str, Any]:
-    table = dict(ABLATIONS)
-    table.update(recipe.variants)
+    table = _ablation_table(recipe)
     names = list(variants) if variants else list(table)
     unknown = [n for n in names if n not in table]
     if unknown:
@@ -102,16 +101,94 @@ def ablate(recipe: Recipe, out_dir: Path, variants: Optional[Sequence[str]] = No
         variant = recipe.with_overrides(overrides, name=f"{recipe.name} [{name}]")
         vdir = out_dir / _slug(name)
         if name != "joint" and _only_fusion(overrides):
-            if not (base_dir / "model").is_dir():
-                results["joint"] = run(recipe, base_dir, split_index=split, **kw).test
             data = data or prepare_data(recipe, split, cache_root=kw.get("cache_root"), progress=False)
-            results[name] = rescore_with_fusion(variant, base_dir, vdir, data, localizer=kw.get("localizer")).test
+            # the base checkpoint is reused only if it was trained on this very split
+            if "joint" not in results and not ((base_dir / "model").is_dir()
+                                               and data.matches_saved_splits(base_dir / "splits")):
+                results["joint"] = run(recipe, base_dir, split_index=split, data=data, **kw).test
+            rescore_with_fusion(variant, base_dir, vdir, data, localizer=kw.get("localizer"))
+            results[name] = predictor_vs_perspectives(vdir / "predictions.csv")
             continue
         if name == "joint" and name in results:
             continue
         results[name] = run(variant, vdir, split_index=split, **kw).test
-    _write_table(out_dir / "ablation.md", f"{recipe.name}: ablations (test)", results)
+    if any(_is_fused_row(n, table) for n in results):
+        results[WEIGHTED] = predictor_vs_perspectives(base_dir / "predictions.csv")
+    _write_sections(out_dir / "ablation.md", recipe.name, _ablation_sections(results, table))
     return results
+
+
+def _ablation_table(recipe: Recipe) -> Dict[str, Dict[str, Any]]:
+    table = dict(ABLATIONS)
+    table.update(recipe.variants)
+    return table
+
+
+def _is_fused_row(name: str, table: Dict[str, Dict[str, Any]]) -> bool:
+    return name == WEIGHTED or (name != "joint" and name in table and _only_fusion(table[name]))
+
+
+def _ablation_sections(results: Dict[str, Any], table: Dict[str, Dict[str, Any]], suffix: str = "test"):
+    main = {k: v for k, v in results.items() if not _is_fused_row(k, table)}
+    fused = {k: v for k, v in results.items() if _is_fused_row(k, table)}
+    sections = [(f"ablations ({suffix})", main, None)] if main else []
+    if fused:
+        if WEIGHTED in fused:
+            fused[WEIGHTED] = fused.pop(WEIGHTED)  # the recipe's own weighting last, as in the paper
+        sections.append((f"the fused prediction against each perspective's MOS ({suffix}; paper Table 5)",
+                         fused, FUSED_NOTE))
+    return sections
+
+
+def over_splits(experiment: str, recipe: Recipe, out_dir: Path, splits: Sequence[int], **kw: Any) -> Dict[str, Any]:
+    """Run ``ablate`` or ``baselines`` on each split (in ``out_dir/split-<i>``) and write the
+    mean ± std over the splits beside them, as the paper reports Tables 3-6."""
+    fn = {"ablate": ablate, "baselines": baselines}[experiment]
+    per = [fn(recipe, out_dir / f"split-{i}", split=i, **kw) for i in splits]
+    rows = {name: _aggregate([p[name] for p in per if name in p]) for name in per[0]}
+    suffix = f"test, mean ± std over splits {', '.join(map(str, splits))}"
+    if experiment == "ablate":
+        sections = _ablation_sections(rows, _ablation_table(recipe), suffix)
+        name = "ablation.md"
+    else:
+        sections, name = [(f"baselines ({suffix})", rows, None)], "baselines.md"
+    _write_sections(out_dir / name, recipe.name, sections)
+    (out_dir / name.replace(".md", ".json")).write_text(json.dumps({"splits": list(splits), "test": rows},
+                                                                   indent=2, default=float))
+    return rows
+
+
+WEIGHTED = "S_T ⊕ S_R (subjective weighting)"
+FUSED_NOTE = ("Each row is one predictor, the model's naturalness output under that fusion "
+              "(S_T alone, S_R alone, their plain sum, the recipe's weighting), correlated with the "
+              "technical, rationality and naturalness MOS, as in the paper's Table 5.")
+
+
+def predictor_vs_perspectives(predictions_csv: Path) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """``{dataset: {axis: metrics}}`` of a run's *naturalness* prediction against the MOS of
+    every perspective (paper Table 5: one predictor per row, three MOS columns)."""
+    import csv
+
+    by_ds: Dict[str, List[Dict[str, str]]] = {}
+    with Path(predictions_csv).open(newline="") as f:
+        for row in csv.DictReader(f):
+            by_ds.setdefault(row["dataset"], []).append(row)
+
+    def col(rows, key):
+        return np.array([float(r[key]) if r[key] != "" else np.nan for r in rows])
+
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for ds, rows in by_ds.items():
+        pred = col(rows, "naturalness")
+        per_axis = {}
+        for axis, label in (("technical", "mos_t"), ("rationality", "mos_r"), ("naturalness", "mos")):
+            y = col(rows, label)
+            ok = ~np.isnan(pred) & ~np.isnan(y)
+            if ok.sum() >= 3:
+                per_axis[axis] = M.evaluate(pred[ok], y[ok])
+        if per_axis:
+            out[ds] = per_axis
+    return out
 
 
 def rescore_with_fusion(variant: Recipe, base_dir: Path, out_dir: Path, data, localizer=None) -> RunResult:
@@ -160,7 +237,7 @@ def baselines(recipe: Recipe, out_dir: Path, backbones: Optional[Sequence[str]] 
                 for ds, axes in res.test.items():
                     merged.setdefault(ds, {}).update(axes)
             results[label] = merged
-    _write_table(out_dir / "baselines.md", f"{recipe.name}: baselines (test)", results)
+    _write_sections(out_dir / "baselines.md", recipe.name, [("baselines (test)", results, None)])
     return results
 
 
@@ -170,11 +247,16 @@ def _labels_present(data) -> List[str]:
             if any(getattr(it.sample, lab) is not None and not np.isnan(getattr(it.sample, lab)) for it in items)]
 
 
-def _write_table(path: Path, title: str, results: Dict[str, Dict[str, Any]]) -> None:
-    datasets = list(dict.fromkeys(ds for r in results.values() for ds in r))
+def _write_sections(path: Path, title: str, sections) -> None:
+    """``sections``: ``(heading or None, {row: {dataset: {axis: metrics}}}, note or None)``."""
     parts = [f"# {title}", ""]
-    for ds in datasets:
-        rows = {name: r[ds] for name, r in results.items() if ds in r}
-        parts += [f"## {ds}", "", M.paper_table(rows, metrics=("srcc", "plcc")), ""]
+    for heading, results, note in sections:
+        if heading:
+            parts += [f"## {heading}", ""]
+        if note:
+            parts += [note, ""]
+        for ds in dict.fromkeys(ds for r in results.values() for ds in r):
+            rows = {name: r[ds] for name, r in results.items() if ds in r}
+            parts += [f"{'###' if heading else '##'} {ds}", "", M.paper_table(rows, metrics=("srcc", "plcc")), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))

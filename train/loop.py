@@ -39,7 +39,7 @@ from joint_core.scorer import AXES, pick_device
 
 from . import metrics as M
 from .data import Item, TrainingData, labels_of, loader, prepare_data
-from .recipe import Recipe
+from .recipe import Recipe, RecipeError
 from .tasks import JointTask, build_task, is_frozen
 
 LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos_r"}
@@ -317,6 +317,10 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
     if data is None:
         data = prepare_data(recipe, split_index, cache_root=cache_root, progress=progress and main)
     task = build_task(recipe, localizer=localizer).to(accelerator.device)
+    resuming = resume and (out_dir / "last" / "state.pt").is_file()
+    if resuming and not data.matches_saved_splits(out_dir / "splits"):
+        raise RecipeError(f"--resume: {out_dir} holds a run on other splits (another --split, seed or data "
+                          "set); resume with the same ones, or choose another --out")
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_yaml(out_dir / "recipe.yaml", recipe.to_dict())
@@ -332,7 +336,7 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
 
     selector = Selector(spec.select, spec.select_branches if isinstance(task, JointTask) else {})
     start, history = 0, []
-    if resume and (out_dir / "last" / "state.pt").is_file():
+    if resuming:
         last, state, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
         selector.restore(out_dir / "model", accelerator.unwrap_model(task.model), state)
         start = last + 1

@@ -54,6 +54,7 @@ class RatedDataset:
     scale: Tuple[float, float]                 # native MOS range, e.g. (1, 5) or (0, 100)
     official_split: Optional[Dict[str, List[str]]] = None
     licence: Optional[str] = None              # a short licence note / path to the notice
+    distinct_content: bool = False             # known: no two images show the same content
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -144,6 +145,10 @@ class DatasetError(ValueError):
         return cls("\n".join(lines), problems=problems, source=source)
 
 
+class DatasetArgumentError(DatasetError, TypeError):
+    """A reader was given an argument it does not take (a recipe typo, usually)."""
+
+
 def _listing(items: Sequence[str], limit: int = MAX_LISTED_PROBLEMS) -> str:
     text = ", ".join(items[:limit])
     if len(items) > limit:
@@ -214,8 +219,8 @@ def load_dataset(kind: str, **kwargs: Any) -> RatedDataset:
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unexpected = [k for k in kwargs if k not in params]
         if unexpected:
-            raise TypeError(f"load_dataset({kind!r}): unexpected argument(s) {', '.join(map(repr, unexpected))}; "
-                            f"{fn.__name__} takes {sig}")
+            raise DatasetArgumentError(f"load_dataset({kind!r}): unexpected argument(s) "
+                                       f"{', '.join(map(repr, unexpected))}; {fn.__name__} takes {sig}")
     try:
         sig.bind(**kwargs)
     except TypeError as exc:

@@ -114,4 +114,5 @@ def read_clive(root: PathLike, include_training_images: bool = False) -> RatedDa
     readme = os.path.abspath(os.path.join(root, "README.txt"))
     # the copyright notice must accompany every copy: point at it
     licence = readme if os.path.isfile(readme) else "LIVE In the Wild Challenge: see the notice in its README.txt"
-    return RatedDataset(name="clive", samples=samples, scale=CLIVE_SCALE, licence=licence)
+    return RatedDataset(name="clive", samples=samples, scale=CLIVE_SCALE, licence=licence,
+                        distinct_content=True)  # 1,169 separate photographs

@@ -134,6 +134,7 @@ def read_csv(
     ref_dir: Optional[PathLike] = None,
     name: str = "csv",
     delimiter: Optional[str] = None,
+    group_rule: Optional[str] = None,
 ) -> RatedDataset:
     """Any rated image set described by a CSV file.
 
@@ -141,9 +142,10 @@ def read_csv(
     ``image_dir``) and ``mos`` are required; ``mos_t``, ``mos_r``, ``group`` (content group for
     splits) and ``ref`` (reference image, resolved under ``ref_dir``, default ``image_dir``) are
     optional, and must then exist in the file. ``scale`` is the native MOS range, used to check
-    every score. ``delimiter=None`` sniffs ``, ; tab |``.
+    every score. ``delimiter=None`` sniffs ``, ; tab |``. ``group_rule`` (a regex with one
+    capture group, searched in the image name) gives the content group of rows without one.
     """
     if not isinstance(columns, Mapping):
         raise ValueError(f"columns must be a mapping of field -> column name, got {columns!r}")
     return read_rated_table(labels, image_dir, columns, scale, name=name, ref_dir=ref_dir,
-                            delimiter=delimiter, required=list(columns))
+                            delimiter=delimiter, required=list(columns), group_rule=group_rule)
