@@ -76,14 +76,28 @@ def test_outputs_are_complete(fitted):
 
 
 def test_checkpoint_reproduces_logged_test_predictions(fitted, synthetic):
-    _, res, _ = fitted
+    """predictions.csv comes from NaturalnessScorer on the image files; the training loop's own
+    prediction path (cached images, the task's model with the best weights) must agree with it."""
+    from train.data import prepare_data
+    from train.loop import predict_items
+    from train.tasks import build_task
+
+    recipe, res, root = fitted
     _, _, images = synthetic
     rows = list(csv.DictReader((res.out_dir / "predictions.csv").open()))
     scorer = NaturalnessScorer.from_pretrained(res.out_dir / "model", device="cpu")
     scored = scorer.score([str(images / r["name"]) for r in rows])
+    data = prepare_data(recipe, 0, cache_root=root / "cache", progress=False)
+    items = data.items("test")
+    assert [it.sample.name for it in items] == [r["name"] for r in rows]
+    task = build_task(recipe)
+    task.load_exported(res.out_dir / "model")
+    in_loop = predict_items(task, items, data, batch_size=5)
     for axis in ("technical", "rationality", "naturalness"):
         logged = np.array([float(r[axis]) for r in rows])
         np.testing.assert_allclose(getattr(scored, axis).numpy(), logged, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(in_loop[axis], logged, atol=1e-4, rtol=0)
+    assert np.std(in_loop["naturalness"]) > 1e-3  # not a constant prediction
 
 
 def test_splits_are_content_disjoint(fitted):
@@ -194,6 +208,8 @@ def test_cli_and_recipe_errors(synthetic, tmp_path, capsys):
         load_recipe("no-such-recipe")
     with pytest.raises(RecipeError, match="train.epochs is a value"):
         load_recipe(str(path), variables={"LABELS": str(labels)}, sets=["train.epochs.x=1"])
+    assert load_recipe(str(path), variables={"LABELS": str(labels)},
+                       sets=["train.mixed_precision=no"]).train.mixed_precision == "no"
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(str(path), variables={"LABELS": str(labels)}, sets=["train.lr=[1"])
     # a data-set problem is one line on stderr, not a traceback

@@ -258,6 +258,10 @@ def _list_index(node: list, part: str, key: str) -> int:
 
 
 def recipe_from_dict(data: Dict[str, Any]) -> Recipe:
+    train = data.get("train") if isinstance(data, dict) else None
+    if isinstance(train, dict) and train.get("mixed_precision") is False:
+        # YAML 1.1 reads an unquoted `no` as false: `--set train.mixed_precision=no` means "no"
+        data = {**data, "train": {**train, "mixed_precision": "no"}}
     try:
         recipe = build_dataclass(Recipe, data, "recipe")
     except ConfigError as e:
