@@ -72,8 +72,9 @@ def _aggregate(tests: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Lis
     for t in tests:
         for ds, axes in t.items():
             for axis, m in axes.items():
-                for k in ("srcc", "plcc", "krcc", "rmse"):
-                    out.setdefault(ds, {}).setdefault(axis, {}).setdefault(k, []).append(float(m[k]))
+                for k in ("srcc", "plcc", "plcc_raw", "krcc", "rmse"):
+                    if k in m:
+                        out.setdefault(ds, {}).setdefault(axis, {}).setdefault(k, []).append(float(m[k]))
     return out
 
 
