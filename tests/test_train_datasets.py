@@ -224,6 +224,14 @@ def test_pku_defaults_case_insensitive_and_reference_groups(tmp_path):
         assert [s.group for s in ds] == ["p0.jpg", "p0.jpg", "p1.jpg", "p1.jpg"]
         assert ds[3].ref_path == str((tmp_path / "ref" / "p1.jpg").resolve())
         assert ds[0].mos_t is None and ds[0].mos_r is None
+    # one baseline per perspective: the target's MOS becomes mos, the others stay in extra
+    auth = load_dataset("pku-i2iqa", labels=labels, image_dir=tmp_path / "gen", ref_dir=tmp_path / "ref",
+                        target="authenticity")
+    assert [s.mos for s in auth] == [6.0, 16.0, 26.0, 36.0]
+    assert [(s.extra["quality"], s.extra["correspondence"]) for s in auth][1] == (15.0, 17.0)
+    assert "authenticity" not in auth[0].extra
+    with pytest.raises(ValueError, match="target must be one of"):
+        load_dataset("pku-i2iqa", labels=labels, image_dir=tmp_path / "gen", target="beauty")
 
 
 def test_pku_optional_and_explicit_columns(tmp_path):

@@ -33,6 +33,7 @@ def read_pku_i2iqa(
     scale: Tuple[float, float] = (0.0, 100.0),
     name: str = "pku-i2iqa",
     delimiter: Optional[str] = None,
+    target: str = "quality",
 ) -> RatedDataset:
     """A PKU-I2IQA / AIGCIQA-style label CSV (export a spreadsheet to CSV first).
 
@@ -45,7 +46,13 @@ def read_pku_i2iqa(
     the same reference share its content, so the reference name is their ``group`` (unless a
     ``group`` column is mapped). ``scale`` is the MOS range of every score column, default
     ``(0, 100)`` (PKU-I2IQA and AIGCIQA2023 publish 0-100 MOS; pass e.g. ``(1, 5)`` for others).
+    ``target`` (``quality``, ``authenticity`` or ``correspondence``) picks the MOS that becomes
+    ``mos``, the one models train on and are tested against (the baselines are trained once per
+    perspective); the other two are kept in ``extra``.
     """
+    perspectives = ("quality", "authenticity", "correspondence")
+    if target not in perspectives:
+        raise ValueError(f"target must be one of {', '.join(perspectives)}, got {target!r}")
     cols = dict(PKU_COLUMNS)
     explicit = dict(columns or {})
     unknown = sorted(set(explicit) - set(PKU_COLUMNS) - {"group"})
@@ -54,11 +61,15 @@ def read_pku_i2iqa(
                          f"allowed: {', '.join(list(PKU_COLUMNS) + ['group'])}")
     cols.update(explicit)
     required = ["name", "mos"] + [k for k in explicit if k not in ("name", "mos")]
+    score_cols = {"quality": cols["mos"], **{k: cols[k] for k in _EXTRA}}
+    cols["mos"] = score_cols.pop(target)
+    if target != "quality":  # the target's column is now required, quality's is optional extra
+        required = [k for k in required if k != target] + (["quality"] if "mos" in explicit else [])
     return read_rated_table(
         labels, image_dir,
         {k: v for k, v in cols.items() if k in _FIELDS},
         scale, name=name, ref_dir=ref_dir, delimiter=delimiter, required=required,
-        extra_scores={k: cols[k] for k in _EXTRA},
+        extra_scores=score_cols,
         group_from_ref=True,
         licence="see the licence of the PKU-I2IQA / AIGCIQA release you downloaded",
     )
