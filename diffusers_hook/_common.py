@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from joint_core.scorer import check_axis
+from joint_core.scorer import check_axis, check_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     from joint_core import NaturalnessScorer, ScoreResult
@@ -19,6 +19,27 @@ if TYPE_CHECKING:  # pragma: no cover
 INSTALL_HINT = "pip install 'joint-naturalness[diffusers]'"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 ScorerSpec = Union["NaturalnessScorer", str, os.PathLike, None]
+By = Union[str, Mapping[str, float]]
+
+
+def check_by(by: Any) -> Union[str, Dict[str, float]]:
+    """``by``: one axis name, or a weighted mix ``{axis: weight}`` (e.g. ``{"naturalness": 1,
+    "technical": 0.25}``: the default model's fusion leans on rationality, so a technical
+    share makes blurred or noisy candidates lose)."""
+    if isinstance(by, str):
+        return check_axis(by)
+    if isinstance(by, Mapping):
+        try:
+            return check_weights(by)
+        except ValueError as e:
+            raise ValueError(f"by: {e}") from None
+    raise TypeError(f"by must be an axis name or a {{axis: weight}} mix, got {type(by).__name__}")
+
+
+def describe_by(by: By) -> str:
+    if isinstance(by, str):
+        return by
+    return " + ".join(f"{w:g}*{ax}" for ax, w in by.items())
 
 
 def require_diffusers(feature: str = "diffusers_hook") -> Any:
@@ -114,13 +135,14 @@ def to_output(images: Tensor, output_type: str) -> Any:
     raise ValueError(f"cannot convert images to output_type {output_type!r}")
 
 
-def select(result: "ScoreResult", group_size: int, by: str, k: Optional[int] = None,
+def select(result: "ScoreResult", group_size: int, by: By, k: Optional[int] = None,
            threshold: Optional[float] = None, sort: bool = False) -> List[int]:
     """Indices to keep, in output order, choosing within consecutive groups of ``group_size``
     (one group per prompt). With ``k`` or ``sort`` a group is ordered best first (ties keep
     generation order); ``threshold`` drops images scoring below it; ``k`` keeps the best k. When
-    something is dropped, unscored images (NaN) are dropped too; sorting alone puts them last."""
-    check_axis(by)
+    something is dropped, unscored images (NaN) are dropped too; sorting alone puts them last.
+    ``by`` is an axis or a weighted mix (the threshold then applies to the mix)."""
+    by = check_by(by)
     n = len(result)
     if n % group_size:
         raise ValueError(f"{n} images cannot be split into groups of {group_size} (num_images_per_prompt)")

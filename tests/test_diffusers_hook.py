@@ -108,6 +108,14 @@ def test_callback_keeps_top_k_per_prompt_best_first(sd_pipe, tiny_scorer):
         torch.testing.assert_close(getattr(again, axis), getattr(cb.kept_scores, axis), atol=1e-5, rtol=0)
 
 
+def test_callback_ranks_by_a_weighted_mix(sd_pipe, tiny_scorer):
+    cb = naturalness_filter(tiny_scorer, k=1, num_images_per_prompt=3, by={"rationality": 1, "technical": 2})
+    run_sd(sd_pipe, PROMPTS, 3, range(6), callback_on_step_end=cb)
+    s = cb.scores
+    mixed = ((s.rationality.double() + 2 * s.technical.double()) / 3).float()
+    assert cb.kept_indices == best_first(mixed, range(3))[:1] + best_first(mixed, range(3, 6))[:1]
+
+
 @pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
 def test_callback_scores_equal_scorer_on_returned_images(sd_pipe, tiny_scorer, output_type):
     cb = naturalness_filter(tiny_scorer, sort=True, output_type=output_type)
@@ -364,7 +372,22 @@ def test_best_of_n_any_pipeline_reorders_nsfw_flags(tiny_scorer):
         assert torch.equal(img, expect)
 
 
+def test_best_of_n_ranks_by_a_weighted_mix(tiny_scorer):
+    mix = {"naturalness": 1.0, "technical": 3.0}
+    out = best_of_n(FakePipeline(), ["x", "y"], n=5, k=2, seed=3, by=mix, scorer=tiny_scorer, output_type="pt")
+    s = out.all_scores
+    mixed = (s.naturalness.double() + 3 * s.technical.double()) / 4
+    for p in range(2):
+        assert [i for i, q in zip(out.indices, out.prompt_indices) if q == p] == \
+            best_first(mixed.float(), range(5 * p, 5 * p + 5))[:2]
+    plain = best_of_n(FakePipeline(), ["x", "y"], n=5, k=2, seed=3, scorer=tiny_scorer, output_type="pt")
+    assert plain.indices != out.indices  # the mix really changes the choice on these candidates
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
+    (dict(by={"beauty": 1.0}), ValueError, "unknown score axis"),
+    (dict(by={"technical": -1.0}), ValueError, "by: mix weights"),
+    (dict(by=3), TypeError, "by must be"),
     (dict(n=0), ValueError, "n must be"),
     (dict(k=0), ValueError, "k must be"),
     (dict(by="beauty"), ValueError, "unknown score axis"),
@@ -390,6 +413,10 @@ def test_callback_argument_errors():
         naturalness_filter(output_type="jpg")
     with pytest.raises(ValueError, match="unknown score axis"):
         naturalness_filter(by="beauty")
+    with pytest.raises(ValueError, match="must not all be zero"):
+        naturalness_filter(by={"technical": 0.0})
+    assert naturalness_filter(by={"naturalness": 1, "technical": 0.25}).config.by == \
+        {"naturalness": 1.0, "technical": 0.25}
     cb = naturalness_filter(num_images_per_prompt=2, decode=lambda p, lat: lat[:, :3].clamp(0, 1))
 
     class P:
