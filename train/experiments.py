@@ -23,7 +23,7 @@ import numpy as np
 
 from . import metrics as M
 from .data import n_splits, prepare_data
-from .loop import RunResult, finish, run
+from .loop import LABEL_OF_AXIS, RunResult, finish, read_predictions, run
 from .recipe import Recipe, RecipeError
 from .tasks import build_task
 
@@ -168,27 +168,18 @@ FUSED_NOTE = ("Each row is one predictor, the model's naturalness output under t
 def predictor_vs_perspectives(predictions_csv: Path) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """``{dataset: {axis: metrics}}`` of a run's *naturalness* prediction against the MOS of
     every perspective (paper Table 5: one predictor per row, three MOS columns)."""
-    import csv
-
-    by_ds: Dict[str, List[Dict[str, str]]] = {}
-    with Path(predictions_csv).open(newline="") as f:
-        for row in csv.DictReader(f):
-            by_ds.setdefault(row["dataset"], []).append(row)
-
-    def col(rows, key):
-        return np.array([float(r[key]) if r[key] != "" else np.nan for r in rows])
-
+    names, preds, labels = read_predictions(predictions_csv)
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
-    for ds, rows in by_ds.items():
-        pred = col(rows, "naturalness")
+    for ds in dict.fromkeys(names.tolist()):
+        m = names == ds
         per_axis = {}
-        for axis, label in (("technical", "mos_t"), ("rationality", "mos_r"), ("naturalness", "mos")):
-            y = col(rows, label)
-            ok = ~np.isnan(pred) & ~np.isnan(y)
+        for axis, label in LABEL_OF_AXIS.items():
+            p, y = preds["naturalness"][m], labels[label][m]
+            ok = ~np.isnan(p) & ~np.isnan(y)
             if ok.sum() >= 3:
-                per_axis[axis] = M.evaluate(pred[ok], y[ok])
+                per_axis[axis] = M.evaluate(p[ok], y[ok])
         if per_axis:
-            out[ds] = per_axis
+            out[ds] = {a: per_axis[a] for a in ("technical", "rationality", "naturalness") if a in per_axis}
     return out
 
 

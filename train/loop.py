@@ -588,16 +588,22 @@ def plot_scatter(preds: Dict[str, np.ndarray], items: Sequence[Item], path: Path
     _scatter(np.asarray([it.dataset for it in items]), preds, labels, path)
 
 
-def plot_predictions(csv_path: Path, path: Path) -> None:
-    """Predicted-vs-MOS scatter plots from a run's ``predictions.csv`` (format by ``path``'s
-    suffix: ``.png``, ``.svg``, ``.pdf``)."""
+def read_predictions(csv_path: Path) -> Tuple[np.ndarray, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """A run's ``predictions.csv``: data-set names, ``{axis: predictions}``, ``{label: MOS}``
+    (NaN where empty)."""
     with Path(csv_path).open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise FileNotFoundError(f"{csv_path}: no predictions")
     col = lambda k: np.asarray([float(r[k]) if r[k] != "" else np.nan for r in rows])  # noqa: E731
-    _scatter(np.asarray([r["dataset"] for r in rows]), {a: col(a) for a in AXES},
-             {k: col(k) for k in ("mos", "mos_t", "mos_r")}, path)
+    return (np.asarray([r["dataset"] for r in rows]), {a: col(a) for a in AXES},
+            {k: col(k) for k in ("mos", "mos_t", "mos_r")})
+
+
+def plot_predictions(csv_path: Path, path: Path) -> None:
+    """Predicted-vs-MOS scatter plots from a run's ``predictions.csv`` (format by ``path``'s
+    suffix: ``.png``, ``.svg``, ``.pdf``)."""
+    _scatter(*read_predictions(csv_path), path)
 
 
 def _scatter(names: np.ndarray, preds: Dict[str, np.ndarray], labels: Dict[str, np.ndarray], path: Path) -> None:
