@@ -429,3 +429,17 @@ def test_splits_option(synthetic):
         _parse_splits("one", recipe)
     with pytest.raises(SystemExit):  # --split and --splits exclude each other
         build_parser().parse_args(["ablate", "-c", "x", "--split", "1", "--splits", "0,1"])
+
+
+def test_cli_prints_a_split_warning_once_in_one_line(synthetic, tmp_path, capsys):
+    import yaml
+
+    root, labels, images = synthetic
+    recipe = _recipe(labels, images).to_dict()
+    del recipe["data"][0]["args"]["group_rule"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert train_main(["ablate", "--config", str(tmp_path / "r.yaml"), "--variants", "joint,S_T only", "--set",
+                       "train.epochs=1", "--set", "train.bootstrap=0", "--out", str(tmp_path / "o"),
+                       "--cache", str(root / "cache"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("train: warning: data synth: no content groups") == 1 and "UserWarning" not in err

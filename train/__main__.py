@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -106,11 +107,25 @@ USER_ERRORS = (RecipeError, DatasetError, ConfigError, ImageInputError, WeightMa
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except USER_ERRORS as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        # our own warnings (e.g. a split without content groups) once each, one line each
+        # (deduplicated here: a nested catch_warnings forgets what a "once" filter has shown)
+        warnings.filterwarnings("always", category=UserWarning, module=r"train\.")
+        default_show, shown = warnings.showwarning, set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if "/train/" not in filename.replace("\\", "/"):
+                default_show(message, category, filename, lineno, file, line)
+            elif str(message) not in shown:
+                shown.add(str(message))
+                print(f"train: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        try:
+            return _run(args)
+        except USER_ERRORS as e:
+            print(f"train: error: {e}", file=sys.stderr)
+            return 2
 
 
 def _run(args: argparse.Namespace) -> int:
