@@ -22,6 +22,7 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -477,29 +478,27 @@ class _Unwrapped:
     def __getattr__(self, name):
         return getattr(self._task, name)
 
-    def predict(self, batch):
+    @contextlib.contextmanager
+    def _bare(self):
+        """The task with its model swapped for the unwrapped one, for one call."""
         model = self._task.model
         self._task.model = self.model
         try:
-            return self._task.predict(batch)
+            yield self._task
         finally:
             self._task.model = model
+
+    def predict(self, batch):
+        with self._bare() as task:
+            return task.predict(batch)
 
     def export(self, folder):
-        model = self._task.model
-        self._task.model = self.model
-        try:
-            return self._task.export(folder)
-        finally:
-            self._task.model = model
+        with self._bare() as task:
+            return task.export(folder)
 
     def load_exported(self, folder):
-        model = self._task.model
-        self._task.model = self.model
-        try:
-            return self._task.load_exported(folder)
-        finally:
-            self._task.model = model
+        with self._bare() as task:
+            return task.load_exported(folder)
 
 
 # --------------------------------------------------------------------------------------------
