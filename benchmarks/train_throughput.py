@@ -19,7 +19,7 @@ from typing import List
 
 import torch
 
-from joint_core.scorer import pick_device
+from joint_core.devices import pick_device
 
 
 def _synthetic_recipe(preset: str, objective: str, batch: int, device: str, tmp: Path):

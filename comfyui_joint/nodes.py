@@ -18,8 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from joint_core import AXES
-from joint_core.scorer import check_axis, check_weights
+from joint_core.result import AXES, check_axis, check_threshold, check_weights, describe_by
 
 from . import annotate, runtime
 from .runtime import NaturalnessModel
@@ -28,6 +27,7 @@ MODEL_TYPE = "NATURALNESS_MODEL"
 CATEGORY = "image/naturalness"
 IF_EMPTY = ["skip downstream", "error"]
 MIX = "weighted mix"
+MODEL_DEFAULT = "model default"
 
 _MODEL_INPUT = (MODEL_TYPE, {"tooltip": "From 'Load Naturalness Model'."})
 _BATCH_SIZE = ("INT", {"default": 8, "min": 1, "max": 256, "advanced": True,
@@ -230,6 +230,7 @@ class FilterByNaturalness:
         images = _check_images(images, node)
         try:
             check_axis(axis)
+            threshold = check_threshold(threshold)
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
         if if_empty not in IF_EMPTY:
@@ -237,8 +238,7 @@ class FilterByNaturalness:
         result = model.score([_bchw(images)], batch_size=int(batch_size)) if images.shape[0] else None
         n = int(images.shape[0])
         scores = result.scores(axis) if result is not None else torch.zeros(0)
-        keep = [i for i in range(n) if i not in result.errors and float(scores[i]) >= float(threshold)] \
-            if result is not None else []
+        keep = result.keep(axis, threshold=threshold) if result is not None else []
         kept_set = set(keep)
         reject = [i for i in range(n) if i not in kept_set]
         outputs: List[Any] = []
@@ -272,9 +272,10 @@ class BestOfN:
             "naturalness_model": _MODEL_INPUT,
             "images": ("IMAGE", {"tooltip": "The N candidates (one batch)."}),
             "k": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "How many to keep."}),
-            "rank_by": (list(AXES) + [MIX], {"default": "naturalness",
-                                              "tooltip": "A score, or the weighted mean of the three with "
-                                                         "the weights below."}),
+            "rank_by": ([MODEL_DEFAULT] + list(AXES) + [MIX], {
+                "default": MODEL_DEFAULT,
+                "tooltip": "'model default': the ranking the model was made for (its config's 'ranking'); "
+                           "a score; or the weighted mean of the three with the weights below."}),
         }, "optional": {
             "latent": ("LATENT", {"tooltip": "Optional: the latent batch these images were decoded from."}),
             "technical_weight": ("FLOAT", {"default": 0.5, **w, "tooltip": "Weight of technical in the mix."}),
@@ -308,26 +309,29 @@ class BestOfN:
                                          "naturalness": naturalness_weight})
             except ValueError as e:
                 raise ValueError(f"{node}: {e}") from None
-            label = " + ".join(f"{w:g}*{ax}" for ax, w in by.items() if w)
+        elif rank_by == MODEL_DEFAULT:
+            by = None
         elif rank_by in AXES:
-            by, label = rank_by, rank_by
+            by = rank_by
         else:
-            raise ValueError(f"{node}: rank_by must be one of {list(AXES) + [MIX]}, got {rank_by!r}")
+            raise ValueError(f"{node}: rank_by must be one of {[MODEL_DEFAULT] + list(AXES) + [MIX]}, "
+                             f"got {rank_by!r}")
         if latent is not None:
             _check_latent(latent, n, node)
         result = model.score([_bchw(images)], batch_size=int(batch_size)) if n else None
-        order = result.best_indices(int(k), by) if result is not None else []
+        order = result.keep(by, k=int(k)) if result is not None else []
         if not order:
             nothing = _empty(if_empty, node, "no image could be scored" if n else "the batch is empty")
             return {"ui": {"text": [f"nothing to keep: {n} image(s), none scored"]},
                     "result": (nothing, nothing, [nothing], [nothing])}
         sel = torch.tensor(order, dtype=torch.long, device=images.device)
         ranked = result.scores(by)
+        label = describe_by(result.resolve_by(by))
         out_latent = _select_latent(latent, order, n) if latent is not None else runtime.blocker(
             f"{node}: its 'latent' output needs the 'latent' input connected (the LATENT decoded into the images)")
         short = f" (asked for {k}, only {len(order)} scored)" if len(order) < int(k) else ""
         lines = [f"kept {len(order)} of {n} by {label}{short}"]
-        lines.append("rank  index  " + ("mix" if rank_by == MIX else rank_by))
+        lines.append("rank  index  " + (label if isinstance(result.resolve_by(by), str) else "mix"))
         lines += [f"{r + 1:>4}  {i:>5}  {float(ranked[i]):.3f}" for r, i in enumerate(order)]
         sizes = [(int(images.shape[2]), int(images.shape[1]))] * n
         lines += _table(result, sizes, mark=[f"rank {order.index(i) + 1}" if i in order else "" for i in range(n)])

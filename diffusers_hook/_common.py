@@ -1,45 +1,30 @@
 """Pieces shared by the callback and the best-of-N wrapper: the diffusers import guard, scorer
-resolution, the caller's view of an image batch, and per-prompt selection. No scoring here:
-scores come from :class:`joint_core.NaturalnessScorer`."""
+resolution, argument checks and the caller's view of an image batch. No scoring and no selection
+here: scores come from :class:`joint_core.NaturalnessScorer`, and which images are kept from
+:meth:`joint_core.ScoreResult.keep`."""
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import torch
 from torch import Tensor
 
-from joint_core.scorer import check_axis, check_weights
+from joint_core.result import By, check_by
 
 if TYPE_CHECKING:  # pragma: no cover
-    from joint_core import NaturalnessScorer, ScoreResult
+    from joint_core import NaturalnessScorer
 
 INSTALL_HINT = "pip install 'joint-naturalness[diffusers]'"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 ScorerSpec = Union["NaturalnessScorer", str, os.PathLike, None]
-By = Union[str, Mapping[str, float]]
 
 
-def check_by(by: Any) -> Union[str, Dict[str, float]]:
-    """``by``: one axis name, or a weighted mix ``{axis: weight}`` (e.g. ``{"naturalness": 1,
-    "technical": 0.25}``: the default model's fusion leans on rationality, so a technical
-    share makes blurred or noisy candidates lose)."""
-    if isinstance(by, str):
-        return check_axis(by)
-    if isinstance(by, Mapping):
-        try:
-            return check_weights(by)
-        except ValueError as e:
-            raise ValueError(f"by: {e}") from None
-    raise TypeError(f"by must be an axis name or a {{axis: weight}} mix, got {type(by).__name__}")
-
-
-def describe_by(by: By) -> str:
-    if isinstance(by, str):
-        return by
-    return " + ".join(f"{w:g}*{ax}" for ax, w in by.items())
+def check_ranking(by: Optional[By]) -> Optional[By]:
+    """``by`` for the hook: None (the model's default ranking), an axis or a weighted mix."""
+    return None if by is None else check_by(by)
 
 
 def require_diffusers(feature: str = "diffusers_hook") -> Any:
@@ -91,14 +76,6 @@ def check_count(value: Any, arg: str, optional: bool = False) -> Optional[int]:
     return value
 
 
-def check_threshold(threshold: Any) -> Optional[float]:
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
-        raise ValueError(f"threshold must be a number on the model's score scale (1-5) or None, got {threshold!r}")
-    return float(threshold)
-
-
 def to_uint8(images: Tensor) -> Tensor:
     """``[B,3,H,W]`` in [0, 1] -> uint8 exactly as diffusers' ``numpy_to_pil`` rounds
     (``(x * 255).round()`` in float32, half to even)."""
@@ -133,37 +110,3 @@ def to_output(images: Tensor, output_type: str) -> Any:
         q = to_uint8(torch.nan_to_num(images.detach())).cpu().permute(0, 2, 3, 1).numpy()
         return [Image.fromarray(a) for a in q]
     raise ValueError(f"cannot convert images to output_type {output_type!r}")
-
-
-def select(result: "ScoreResult", group_size: int, by: By, k: Optional[int] = None,
-           threshold: Optional[float] = None, sort: bool = False) -> List[int]:
-    """Indices to keep, in output order, choosing within consecutive groups of ``group_size``
-    (one group per prompt). With ``k`` or ``sort`` a group is ordered best first (ties keep
-    generation order); ``threshold`` drops images scoring below it; ``k`` keeps the best k. When
-    something is dropped, unscored images (NaN) are dropped too; sorting alone puts them last.
-    ``by`` is an axis or a weighted mix (the threshold then applies to the mix)."""
-    by = check_by(by)
-    n = len(result)
-    if n % group_size:
-        raise ValueError(f"{n} images cannot be split into groups of {group_size} (num_images_per_prompt)")
-    values = result.scores(by)
-    prune = k is not None or threshold is not None
-    kept: List[int] = []
-    for start in range(0, n, group_size):
-        group = list(range(start, start + group_size))
-        if k is not None or sort:
-            order = [group[i] for i in result.select(group).ranking(by)]
-        else:
-            order = group
-        if prune:
-            order = [i for i in order if i not in result.errors]
-        if threshold is not None:
-            order = [i for i in order if float(values[i]) >= threshold]
-        if k is not None:
-            order = order[:k]
-        kept.extend(order)
-    return kept
-
-
-def group_of(indices: Sequence[int], group_size: int) -> List[int]:
-    return [i // group_size for i in indices]

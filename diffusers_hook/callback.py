@@ -29,8 +29,9 @@ from diffusers.callbacks import PipelineCallback
 from torch import Tensor
 
 
-from ._common import (By, ScorerSpec, caller_view, check_by, check_count, check_output_type, check_threshold,
-                      describe_by, resolve_scorer, select)
+from joint_core.result import By, check_threshold, describe_by
+
+from ._common import ScorerSpec, caller_view, check_count, check_output_type, check_ranking, resolve_scorer
 from .decode import check_decodable, decode_latents
 
 
@@ -59,7 +60,8 @@ class NaturalnessFilter(PipelineCallback):
             default model. Loaded at the first denoising step (so a missing model fails before the
             generation, with :class:`joint_core.NoModelError`), on the pipeline's device.
         by: the score axis to rank by: ``"naturalness"``, ``"technical"`` or ``"rationality"``, or a
-            weighted mix such as ``{"naturalness": 1, "technical": 0.25}`` (``sum(w*score)/sum(w)``).
+            weighted mix such as ``{"naturalness": 1, "technical": 0.25}`` (``sum(w*score)/sum(w)``);
+            None (default): the model's own ranking (``scorer.config.ranking``).
         k: keep the best ``k`` images of each prompt, best first (``k`` larger than
             ``num_images_per_prompt`` keeps them all).
         threshold: drop images whose ``by`` score is below it (1-5 scale).
@@ -85,13 +87,13 @@ class NaturalnessFilter(PipelineCallback):
 
     tensor_inputs = ["latents"]
 
-    def __init__(self, scorer: ScorerSpec = None, *, by: By = "naturalness", k: Optional[int] = None,
+    def __init__(self, scorer: ScorerSpec = None, *, by: Optional[By] = None, k: Optional[int] = None,
                  threshold: Optional[float] = None, sort: bool = False,
                  num_images_per_prompt: Optional[int] = None, output_type: str = "pil",
                  height: Optional[int] = None, width: Optional[int] = None, batch_size: int = 16,
                  decode: Optional[Callable[[Any, Tensor], Tensor]] = None):
         super().__init__()
-        by = check_by(by)
+        by = check_ranking(by)
         check_count(k, "k", optional=True)
         threshold = check_threshold(threshold)
         check_count(num_images_per_prompt, "num_images_per_prompt", optional=True)
@@ -159,11 +161,12 @@ class NaturalnessFilter(PipelineCallback):
             images = decode_latents(pipeline, latents, cfg.height, cfg.width)
         result = self._scorer.score(caller_view(images, cfg.output_type), batch_size=cfg.batch_size,
                                     progress=False)
-        passed = select(result, group, cfg.by, k=cfg.k, threshold=cfg.threshold, sort=cfg.sort)
+        passed = result.keep(cfg.by, k=cfg.k, threshold=cfg.threshold, group_size=group, sort=cfg.sort)
         kept = passed
         if not passed:
             kept = result.ranking(cfg.by)[:1]
-            why = f"scored {describe_by(cfg.by)} >= {cfg.threshold}" if cfg.threshold is not None else "could be scored"
+            why = (f"scored {describe_by(result.resolve_by(cfg.by))} >= {cfg.threshold}"
+                   if cfg.threshold is not None else "could be scored")
             warnings.warn(f"naturalness_filter: no image {why}; a pipeline "
                           f"cannot return an empty batch, so only the best one (index {kept[0]}) is kept. "
                           "cb.passed_indices is empty.", stacklevel=2)

@@ -19,9 +19,10 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from joint_core import ScoreResult
+from joint_core.result import By, check_threshold, describe_by
 
-from ._common import (By, ScorerSpec, caller_view, check_by, check_count, check_output_type, check_threshold,
-                      describe_by, pipeline_device, resolve_scorer, select, to_output)
+from ._common import (ScorerSpec, caller_view, check_count, check_output_type, check_ranking, pipeline_device,
+                      resolve_scorer, to_output)
 from .decode import decode_latents, pipeline_family
 
 # pipeline arguments best_of_n sets itself, and what to use instead
@@ -152,7 +153,7 @@ def _as_tensor(images: Any) -> Tensor:
 
 
 def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4, k: int = 1,
-              by: By = "naturalness", threshold: Optional[float] = None,
+              by: Optional[By] = None, threshold: Optional[float] = None,
               seed: Union[int, Sequence[int]] = 0, *, scorer: ScorerSpec = None,
               batch_size: Optional[int] = None, output_type: str = "pil", generator_device: str = "cpu",
               score_batch_size: int = 16, **pipe_kwargs: Any) -> BestOfNOutput:
@@ -165,7 +166,8 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
             (then its first dimension is the number of prompts).
         n: candidates per prompt. k: images kept per prompt (``k > n`` keeps all ``n``).
         by: the axis to rank by (``"naturalness"``, ``"technical"`` or ``"rationality"``), or a
-            weighted mix such as ``{"naturalness": 1, "technical": 0.25}`` (``sum(w*score)/sum(w)``).
+            weighted mix such as ``{"naturalness": 1, "technical": 0.25}`` (``sum(w*score)/sum(w)``);
+            None (default): the model's own ranking (``scorer.config.ranking``).
         threshold: drop candidates whose ``by`` score is below it; a prompt can then keep fewer than
             ``k`` images, or none (a warning says which).
         seed: candidate ``i`` (prompt-major) uses ``seed + i``; or a sequence of one seed per candidate.
@@ -185,7 +187,7 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
     """
     n = check_count(n, "n")
     k = check_count(k, "k")
-    by = check_by(by)
+    by = check_ranking(by)
     threshold = check_threshold(threshold)
     check_output_type(output_type)
     check_count(batch_size, "batch_size", optional=True)
@@ -241,11 +243,12 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
         all_flags = [bool(flat[i]) for i in perm.tolist()]
 
     result = scorer.score(caller_view(all_images, output_type), batch_size=score_batch_size, progress=False)
-    kept = select(result, n, by, k=k, threshold=threshold, sort=True)
+    kept = result.keep(by, k=k, threshold=threshold, group_size=n, sort=True)
     if threshold is not None:
         empty = sorted(set(range(num_prompts)) - {i // n for i in kept})
         if empty:
-            warnings.warn(f"best_of_n: no candidate of prompt(s) {empty} scored {describe_by(by)} >= {threshold}; "
+            what = describe_by(result.resolve_by(by))
+            warnings.warn(f"best_of_n: no candidate of prompt(s) {empty} scored {what} >= {threshold}; "
                           f"{len(kept)} image(s) returned", stacklevel=2)
     index = torch.as_tensor(kept, dtype=torch.long)
     if output_type == "latent":

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
 
+from .result import check_by
+
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
@@ -163,6 +165,10 @@ class JointConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     calibration: Optional[CalibrationConfig] = None
     score_range: Tuple[float, float] = (1.0, 5.0)
+    # the model's default ranking key: an axis, or an {axis: weight} mix (sum(w*score)/sum(w)).
+    # Every face ranks by it when the user names no axis (CLI --sort/--top, the ComfyUI Best-of-N
+    # node's "model default", the diffusers hook's by=None).
+    ranking: Union[str, Dict[str, float]] = "naturalness"
     name: str = ""
     description: str = ""
     format_version: int = FORMAT_VERSION
@@ -263,6 +269,10 @@ class JointConfig:
                 raise ConfigError(f"calibration.params must be finite: {self.calibration.params}")
             if self.calibration.params[3] == 0:
                 raise ConfigError("calibration.params[3] (the logistic's scale) must not be 0")
+        try:
+            check_by(self.ranking, "ranking")
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
         lo, hi = self.score_range
         if not lo < hi:
             raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range}")

@@ -6,181 +6,24 @@ through this class.
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .checkpoint import ResolvedModel, load_model, resolve_model, save_model
 from .config import JointConfig, get_preset
+from .devices import pick_device, pick_dtype
+from .frozen import FrozenBranches
 from .model import JointModel, JointOutput
 from .preprocess.images import ImageItem, collect_images
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
 from .preprocess.pipeline import Preprocessor
+from .result import ScoreResult, ScoringError
 
-AXES = ("technical", "rationality", "naturalness")
-Axis = Literal["technical", "rationality", "naturalness"]
 ProgressCallback = Callable[[int, int], None]
-
-
-def check_axis(by: str) -> str:
-    if by not in AXES:
-        raise ValueError(f"unknown score axis {by!r}; choose one of {list(AXES)}")
-    return by
-
-
-def check_weights(weights: Mapping[str, float]) -> Dict[str, float]:
-    """Validate a ``{axis: weight}`` mix: known axes, finite weights >= 0, not all zero."""
-    out = {check_axis(ax): float(w) for ax, w in weights.items()}
-    bad = {ax: w for ax, w in out.items() if not math.isfinite(w) or w < 0}
-    if bad:
-        raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
-    if not out or sum(out.values()) <= 0:
-        raise ValueError(f"mix weights must not all be zero, got {dict(weights)}")
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# result
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ScoreResult:
-    """Scores of a batch, in input order. Images that could not be scored hold NaN and have a
-    message in ``errors`` (keyed by position)."""
-
-    technical: Tensor
-    rationality: Tensor
-    naturalness: Tensor
-    sources: List[str]
-    errors: Dict[int, str] = field(default_factory=dict)
-    score_range: tuple = (1.0, 5.0)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
-        return iter(self.to_records())
-
-    @property
-    def ok(self) -> Tensor:
-        """Bool mask of the images that were scored."""
-        mask = torch.ones(len(self), dtype=torch.bool)
-        for i in self.errors:
-            mask[i] = False
-        return mask
-
-    def scores(self, by: Union[str, Mapping[str, float]] = "naturalness") -> Tensor:
-        """One axis, or a weighted mix of axes given as ``{axis: weight}`` (weights >= 0, not
-        all zero): ``sum(w * score) / sum(w)``, so a mix stays on the scores' scale."""
-        if isinstance(by, Mapping):
-            weights = check_weights(by)
-            total = sum(weights.values())
-            mix = torch.zeros(len(self), dtype=torch.float64)
-            for ax, w in weights.items():
-                mix += (w / total) * getattr(self, ax).double()
-            return mix.float()
-        return getattr(self, check_axis(by))
-
-    def to_records(self) -> List[Dict[str, Any]]:
-        """One dict per image: index, source, the three scores (None when failed), error."""
-        out = []
-        for i, src in enumerate(self.sources):
-            rec: Dict[str, Any] = {"index": i, "source": src}
-            for ax in AXES:
-                v = float(getattr(self, ax)[i])
-                rec[ax] = None if math.isnan(v) else v
-            rec["error"] = self.errors.get(i)
-            out.append(rec)
-        return out
-
-    def ranking(self, by: Union[str, Mapping[str, float]] = "naturalness",
-                descending: bool = True) -> List[int]:
-        """Indices best first (``descending``) by one axis or a weighted mix (see
-        :meth:`scores`); unscored images come last. Ties keep input order."""
-        s = self.scores(by)
-        good = [i for i in range(len(self)) if i not in self.errors]
-        good.sort(key=lambda i: -float(s[i]) if descending else float(s[i]))
-        return good + sorted(self.errors)
-
-    def select(self, indices: Sequence[int]) -> "ScoreResult":
-        """A result holding only ``indices`` (in that order)."""
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
-        remap = {int(old): new for new, old in enumerate(idx.tolist())}
-        return ScoreResult(
-            technical=self.technical[idx], rationality=self.rationality[idx],
-            naturalness=self.naturalness[idx], sources=[self.sources[i] for i in idx.tolist()],
-            errors={remap[i]: m for i, m in self.errors.items() if i in remap},
-            score_range=self.score_range)
-
-    def best_indices(self, k: Optional[int] = None, by: Union[str, Mapping[str, float]] = "naturalness",
-                     descending: bool = True) -> List[int]:
-        """Indices of the scored images only, best first (worst first unless ``descending``),
-        at most ``k`` of them (all when ``k`` is None)."""
-        order = [i for i in self.ranking(by, descending) if i not in self.errors]
-        return order if k is None else order[:max(0, k)]
-
-    def top(self, k: int, by: Union[str, Mapping[str, float]] = "naturalness") -> "ScoreResult":
-        """The ``k`` best scored images, best first."""
-        return self.select(self.best_indices(k, by))
-
-    def summary(self) -> str:
-        n_ok = len(self) - len(self.errors)
-        return f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
-
-
-class ScoringError(RuntimeError):
-    """Raised by ``score(..., on_error="raise")``; ``.result`` holds what was scored."""
-
-    def __init__(self, message: str, result: Optional[ScoreResult] = None):
-        super().__init__(message)
-        self.result = result
-
-
-# --------------------------------------------------------------------------------------------
-# device helpers
-# --------------------------------------------------------------------------------------------
-
-
-def pick_device(device: Union[str, torch.device, None] = None) -> torch.device:
-    """``None``/``"auto"``: cuda, then mps, then cpu; otherwise the given device, checked."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
-                                  and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} requested but MPS is not available")
-    return dev
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16}
-
-
-def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    """``None``/``"auto"``: bf16 on CUDA GPUs that support it (else fp16), fp32 elsewhere."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)} or 'auto'") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +52,7 @@ class NaturalnessScorer:
         # into the convolutions, oneDNN kernels): about 2.4x faster for small backbones, equal to
         # eager mode within 1e-6. Built lazily per input shape; any failure falls back to eager.
         self._optimize_arg = optimize
-        self._frozen: Optional[_FrozenBranches] = None
+        self._frozen: Optional[FrozenBranches] = None
         # Matrix kernels block their work by batch size, so the same image can differ in the
         # last bits between batch compositions. On CPU the networks run one image at a time
         # (no slower for these models), which makes scores bit-identical alone or in any
@@ -236,7 +79,7 @@ class NaturalnessScorer:
         wanted = self._optimize_arg
         if wanted is None:
             wanted = self.device.type == "cpu" and self.dtype == torch.float32
-        self._frozen = _FrozenBranches(self.model) if wanted else None
+        self._frozen = FrozenBranches(self.model) if wanted else None
 
     # -- construction ---------------------------------------------------------------------
 
@@ -349,8 +192,8 @@ class NaturalnessScorer:
         try:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
-                t, r, nn_ = self._score_items([items[i] for i in idx], errors, idx)
-                finite = (torch.isfinite(t) & torch.isfinite(r) & torch.isfinite(nn_)).tolist()
+                tb, rb, nb = self._score_items([items[i] for i in idx], errors, idx)
+                finite = (torch.isfinite(tb) & torch.isfinite(rb) & torch.isfinite(nb)).tolist()
                 for j, i in enumerate(idx):
                     if i in errors:
                         continue
@@ -358,7 +201,7 @@ class NaturalnessScorer:
                         errors[i] = (f"{items[i].source}: the model produced a non-finite score "
                                      f"(dtype {self.dtype}; an fp16 overflow? try dtype=torch.float32)")
                         continue
-                    tech[i], rat[i], nat[i] = t[j], r[j], nn_[j]
+                    tech[i], rat[i], nat[i] = tb[j], rb[j], nb[j]
                 done += len(idx)
                 if bar is not None:
                     bar.update(len(idx))
@@ -368,7 +211,7 @@ class NaturalnessScorer:
             if bar is not None:
                 bar.close()
         result = ScoreResult(tech, rat, nat, [it.source for it in items], errors,
-                             tuple(self.config.score_range))
+                             tuple(self.config.score_range), default_by=self.config.ranking)
         if errors:
             msg = f"{len(errors)} of {n} image(s) could not be scored: " + "; ".join(
                 errors[i] for i in sorted(errors)[:5]) + (" ..." if len(errors) > 5 else "")
@@ -435,67 +278,6 @@ class NaturalnessScorer:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc="scoring", unit="img")
-
-
-class _BranchScores(torch.nn.Module):
-    def __init__(self, model: JointModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x_t: Tensor, x_r: Tensor):
-        out = self.model(x_t, x_r)
-        return out.technical, out.rationality
-
-
-class _FrozenBranches:
-    """The two branches traced and frozen with TorchScript, one graph per input shape.
-
-    TorchScript is deprecated in recent torch releases but is still the fastest portable CPU
-    path for small convolutional backbones; if tracing or freezing fails for any reason the
-    scorer quietly keeps eager mode (identical scores up to float rounding).
-    """
-
-    MAX_GRAPHS = 8  # input shapes kept (batch-invariant scoring needs one per image size)
-
-    def __init__(self, model: JointModel):
-        self.model = model
-        self.graphs: Dict[tuple, Any] = {}
-        self.failed = False
-        self._weights = self._fingerprint()
-
-    def _fingerprint(self) -> tuple:
-        # frozen graphs hold the weights as constants: any in-place change (load_state_dict,
-        # an optimiser step) or a replaced tensor must rebuild them
-        # (inference tensors, e.g. a model loaded under torch.inference_mode as ComfyUI does,
-        # keep no version counter: only their identity is tracked)
-        return tuple((id(t), -1 if t.is_inference() else t._version)
-                     for t in (*self.model.parameters(), *self.model.buffers()))
-
-    def __call__(self, x_t: Tensor, x_r: Tensor):
-        weights = self._fingerprint()
-        if weights != self._weights:
-            self.graphs.clear()
-            self._weights = weights
-        key = (tuple(x_t.shape), tuple(x_r.shape), x_t.dtype)
-        graph = self.graphs.get(key)
-        if graph is None and not self.failed:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    traced = torch.jit.trace(_BranchScores(self.model).eval(), (x_t, x_r), check_trace=False)
-                    graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-                    graph(x_t, x_r)  # the first call compiles; fail here rather than later
-                if len(self.graphs) >= self.MAX_GRAPHS:
-                    self.graphs.pop(next(iter(self.graphs)))  # the oldest shape
-                self.graphs[key] = graph
-            except Exception:  # pragma: no cover - depends on the torch build
-                self.failed = True
-                graph = None
-        if graph is None:
-            out = self.model(x_t, x_r)
-            return out.technical, out.rationality
-        t, r = graph(x_t, x_r)
-        return t, r
 
 
 def _signed(v: float) -> str:

@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from joint_core.scorer import AXES, pick_device
+from joint_core.devices import pick_device
+from joint_core.result import AXES
 
 from . import metrics as M
 from .data import Item, TrainingData, labels_of, loader, prepare_data

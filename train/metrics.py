@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from joint_core.model import logistic4
-from joint_core.scorer import AXES
+from joint_core.result import AXES
 
 #: target keys of :meth:`RatedDataset.arrays` and the axis each one rates
 TARGET_ALIASES = {"mos_t": "technical", "mos_r": "rationality", "mos": "naturalness"}

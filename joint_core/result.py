@@ -1,0 +1,213 @@
+"""The result of scoring and the one selection rule every face uses.
+
+:class:`ScoreResult` holds the three scores of a batch in input order. :meth:`ScoreResult.keep` is
+the only implementation of "rank, threshold, keep the best k, per group": the CLI (``--sort`` /
+``--top``), the ComfyUI nodes (Filter, Best of N) and the diffusers hook (``best_of_n``, the
+callback) all call it, so they cannot disagree.
+
+A ranking key (``by``) is one axis name or a weighted mix ``{axis: weight}`` (weights >= 0, not all
+zero), read as ``sum(w * score) / sum(w)`` so that a mix stays on the scores' 1-5 scale. ``None``
+means the model's own default ranking (``JointConfig.ranking``), which the scorer stores on the
+result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+AXES = ("technical", "rationality", "naturalness")
+Axis = Literal["technical", "rationality", "naturalness"]
+By = Union[str, Mapping[str, float]]
+
+
+def check_axis(by: str) -> str:
+    if by not in AXES:
+        raise ValueError(f"unknown score axis {by!r}; choose one of {list(AXES)}")
+    return by
+
+
+def check_weights(weights: Mapping[str, float]) -> Dict[str, float]:
+    """Validate a ``{axis: weight}`` mix: known axes, finite weights >= 0, not all zero."""
+    out = {check_axis(ax): float(w) for ax, w in weights.items()}
+    bad = {ax: w for ax, w in out.items() if not math.isfinite(w) or w < 0}
+    if bad:
+        raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
+    if not out or sum(out.values()) <= 0:
+        raise ValueError(f"mix weights must not all be zero, got {dict(weights)}")
+    return out
+
+
+def check_by(by: Any, arg: str = "by") -> Union[str, Dict[str, float]]:
+    """A ranking key: an axis name, or a weighted mix ``{axis: weight}``. Errors name ``arg``."""
+    if isinstance(by, str):
+        try:
+            return check_axis(by)
+        except ValueError as e:
+            raise ValueError(f"{arg}: {e}") from None
+    if isinstance(by, Mapping):
+        try:
+            return check_weights(by)
+        except ValueError as e:
+            raise ValueError(f"{arg}: {e}") from None
+    raise TypeError(f"{arg} must be an axis name or a {{axis: weight}} mix, got {type(by).__name__}")
+
+
+def check_threshold(threshold: Any, arg: str = "threshold") -> Optional[float]:
+    """A threshold on the score scale, or None; NaN, booleans and non-numbers are errors."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
+        raise ValueError(f"{arg} must be a number on the model's score scale (1-5) or None, got {threshold!r}")
+    return float(threshold)
+
+
+def describe_by(by: By) -> str:
+    """``"naturalness"`` or ``"1*naturalness + 0.25*technical"`` (zero weights left out)."""
+    if isinstance(by, str):
+        return by
+    return " + ".join(f"{w:g}*{ax}" for ax, w in by.items() if w)
+
+
+@dataclass
+class ScoreResult:
+    """Scores of a batch, in input order. Images that could not be scored hold NaN and have a
+    message in ``errors`` (keyed by position). ``default_by`` is the model's default ranking key,
+    used where a ranking method is given ``by=None``."""
+
+    technical: Tensor
+    rationality: Tensor
+    naturalness: Tensor
+    sources: List[str]
+    errors: Dict[int, str] = field(default_factory=dict)
+    score_range: tuple = (1.0, 5.0)
+    default_by: By = "naturalness"
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        return iter(self.to_records())
+
+    @property
+    def ok(self) -> Tensor:
+        """Bool mask of the images that were scored."""
+        mask = torch.ones(len(self), dtype=torch.bool)
+        for i in self.errors:
+            mask[i] = False
+        return mask
+
+    def resolve_by(self, by: Optional[By] = None) -> Union[str, Dict[str, float]]:
+        """``by`` checked, or the model's default ranking key when it is None."""
+        return check_by(self.default_by if by is None else by)
+
+    def scores(self, by: Optional[By] = None) -> Tensor:
+        """One axis, or a weighted mix of axes ``{axis: weight}``: ``sum(w * score) / sum(w)``.
+        ``None``: the model's default ranking key (``default_by``)."""
+        by = self.resolve_by(by)
+        if isinstance(by, Mapping):
+            total = sum(by.values())
+            mix = torch.zeros(len(self), dtype=torch.float64)
+            for ax, w in by.items():
+                mix += (w / total) * getattr(self, ax).double()
+            return mix.float()
+        return getattr(self, by)
+
+    def to_records(self) -> List[Dict[str, Any]]:
+        """One dict per image: index, source, the three scores (None when failed), error."""
+        out = []
+        for i, src in enumerate(self.sources):
+            rec: Dict[str, Any] = {"index": i, "source": src}
+            for ax in AXES:
+                v = float(getattr(self, ax)[i])
+                rec[ax] = None if math.isnan(v) else v
+            rec["error"] = self.errors.get(i)
+            out.append(rec)
+        return out
+
+    # -- selection: one rule -----------------------------------------------------------------
+
+    def keep(self, by: Optional[By] = None, k: Optional[int] = None, threshold: Optional[float] = None,
+             group_size: Optional[int] = None, sort: bool = False, descending: bool = True) -> List[int]:
+        """Indices of the images to keep, in output order - the one selection rule of the project.
+
+        The batch is cut into consecutive groups of ``group_size`` (one group per prompt; None:
+        the whole batch is one group) and each group is handled on its own, groups in order:
+
+        - ``sort`` or ``k``: the group is ordered by ``by``, best first (worst first when not
+          ``descending``); ties keep input order; unscored images come last. Otherwise input order.
+        - ``threshold``: images whose ``by`` score is below it are dropped (the threshold is on the
+          ``by`` scale; a mix is a weighted mean, so it stays on the 1-5 scale).
+        - ``k``: at most the first ``k`` are kept.
+        - Whenever something can be dropped (``k`` or ``threshold``), unscored images are dropped
+          too; sorting alone keeps them, last.
+        """
+        n = len(self)
+        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                       or group_size < 1):
+            raise ValueError(f"group_size must be a positive integer or None, got {group_size!r}")
+        size = group_size or max(n, 1)
+        if n % size:
+            raise ValueError(f"{n} images cannot be split into groups of {size}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
+        threshold = check_threshold(threshold)
+        values = self.scores(by).tolist()
+        prune = k is not None or threshold is not None
+        kept: List[int] = []
+        for start in range(0, n, size):
+            group = range(start, min(n, start + size))
+            scored = [i for i in group if i not in self.errors]
+            failed = [i for i in group if i in self.errors]
+            if sort or k is not None:
+                sign = -1.0 if descending else 1.0
+                scored.sort(key=lambda i: sign * values[i])  # stable: ties keep input order
+                order = scored + ([] if prune else failed)
+            else:
+                order = [i for i in group if not (prune and i in self.errors)]
+            if threshold is not None:
+                order = [i for i in order if values[i] >= threshold]
+            if k is not None:
+                order = order[:k]
+            kept.extend(order)
+        return kept
+
+    def ranking(self, by: Optional[By] = None, descending: bool = True) -> List[int]:
+        """Every index, best first (worst first unless ``descending``) by ``by``; unscored images
+        come last. ``keep(by, sort=True)``."""
+        return self.keep(by, sort=True, descending=descending)
+
+    def best_indices(self, k: Optional[int] = None, by: Optional[By] = None,
+                     descending: bool = True) -> List[int]:
+        """Indices of scored images only, best first, at most ``k`` (all when None)."""
+        return [i for i in self.keep(by, k=k, sort=True, descending=descending) if i not in self.errors]
+
+    def select(self, indices: Sequence[int]) -> "ScoreResult":
+        """A result holding only ``indices`` (in that order)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        remap = {int(old): new for new, old in enumerate(idx.tolist())}
+        return ScoreResult(
+            technical=self.technical[idx], rationality=self.rationality[idx],
+            naturalness=self.naturalness[idx], sources=[self.sources[i] for i in idx.tolist()],
+            errors={remap[i]: m for i, m in self.errors.items() if i in remap},
+            score_range=self.score_range, default_by=self.default_by)
+
+    def top(self, k: int, by: Optional[By] = None) -> "ScoreResult":
+        """The ``k`` best scored images, best first."""
+        return self.select(self.best_indices(k, by))
+
+    def summary(self) -> str:
+        n_ok = len(self) - len(self.errors)
+        return f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
+
+
+class ScoringError(RuntimeError):
+    """Raised by ``score(..., on_error="raise")``; ``.result`` holds what was scored."""
+
+    def __init__(self, message: str, result: Optional[ScoreResult] = None):
+        super().__init__(message)
+        self.result = result
