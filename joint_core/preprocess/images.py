@@ -12,6 +12,7 @@ message that names the file or the input's position, so the other images can sti
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -113,28 +114,49 @@ def _items_from(obj: Any, label: str) -> List[ImageItem]:
 
 def load_image(path: Union[str, os.PathLike]) -> Tensor:
     """Read an image file as an RGB ``[3, H, W]`` tensor (uint8, or float32 for 16-bit files)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise ImageInputError(f"{path}: no such file")
     if path.is_dir():
         raise ImageInputError(f"{path}: is a folder, not an image")
+    return decode_image(path, str(path))
+
+
+def decode_image(fp: Any, source: str) -> Tensor:
+    """Decode an encoded image - a path, or a binary file object such as ``io.BytesIO`` over the
+    bytes of a tar member or a Parquet cell - as an RGB ``[3, H, W]`` tensor. Every failure is an
+    :class:`ImageInputError` naming ``source``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(fp) as img:
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                return pil_to_tensor(img, str(path))
+                return pil_to_tensor(img, source)
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageInputError(f"{path}: image is too large to decode safely ({e})") from None
+        raise ImageInputError(f"{source}: image is too large to decode safely ({e})") from None
     except UnidentifiedImageError:
-        raise ImageInputError(f"{path}: not an image file, or a format Pillow cannot read") from None
+        raise ImageInputError(f"{source}: not an image file, or a format Pillow cannot read") from None
     except Exception as e:  # any decoder failure (struct.error, IndexError, ...) is this file's fault
-        raise ImageInputError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+        raise ImageInputError(f"{source}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def load_one(obj: Union[str, os.PathLike, bytes, bytearray, memoryview], source: Optional[str] = None
+             ) -> ImageItem:
+    """One image file (a path) or one encoded image (bytes, named by ``source``) -> one
+    :class:`ImageItem`; never raises. The per-item loader of the streaming data loader
+    (:mod:`joint_core.stream`), which runs it in worker processes."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        name = source if source is not None else f"<{len(obj)} bytes>"
+        try:
+            return ImageItem(name, decode_image(io.BytesIO(obj), name))
+        except ImageInputError as e:
+            return ImageItem(name, error=str(e))
+    return _items_from(obj, label=source or "input 0")[0]
 
 
 def pil_to_tensor(img: "Any", source: str = "PIL image") -> Tensor:
