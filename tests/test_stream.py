@@ -391,3 +391,34 @@ class _FlakyFile:
 
     def __getattr__(self, name):
         return getattr(self.f, name)
+
+
+_NO_EXTRAS = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("ray", "pyarrow"):
+                raise ImportError(f"blocked {name}")
+    sys.meta_path.insert(0, Block())
+    import joint_core, joint_core.stream, joint_core.cli
+    joint_core.cli.build_parser()
+    from joint_core.stream import Sink, read_rows, InputError
+    try:
+        Sink(sys.argv[1] + "/s.parquet", "new")
+    except InputError as e:
+        print("PARQUET:", e)
+    from joint_core.stream.ray_engine import RayEngine
+    try:
+        RayEngine(None)
+    except ImportError as e:
+        print("RAY:", e)
+    assert "ray" not in sys.modules and "pyarrow" not in sys.modules
+""")
+
+
+def test_the_core_imports_without_ray_or_pyarrow_and_names_the_extra(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _NO_EXTRAS, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "PARQUET: " in out.stdout and "joint-naturalness[parquet]" in out.stdout
+    assert "RAY: " in out.stdout and "joint-naturalness[ray]" in out.stdout

@@ -74,7 +74,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stream import OutputError, read_meta, read_rows, result_from_rows
+    from ..stream import InputError, OutputError, read_meta, read_rows, result_from_rows
 
     def fail(msg: str) -> int:
         print(f"joint: error: {show(msg, sys.stderr)}", file=sys.stderr)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         meta = read_meta(args.scores)
         rows = list(read_rows(args.scores, extra=extra))
-    except OutputError as e:
+    except (OutputError, InputError) as e:
         return fail(str(e))
     default_by = ((meta or {}).get("model") or {}).get("ranking") or "naturalness"
     result = result_from_rows(rows, default_by)

@@ -33,7 +33,7 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stream import OutputError, read_meta, read_rows, write_rows
+    from ..stream import InputError, OutputError, read_meta, read_rows, write_rows
     from ..stream.job import write_meta
     from ..stream.sinks import has_rows, out_format
     from ..stream.sources import KeySetHash
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 fatal.append(f"{p}: holds other inputs than those of shard {_shard(meta)}")
         fatal += _check_job(args.parts, metas)
         missing_meta = [p for p, m in zip(args.parts, metas) if m is None]
-    except OutputError as e:
+    except (OutputError, InputError) as e:
         err(f"error: {e}")
         return EXIT_ERROR
     if missing_meta and not args.quiet:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             write_meta(args.out, {**first, "shard": None, "finished": not problems, "rows": n,
                                   "expected": first.get("inputs", {}).get("count"),
                                   "expected_keys": total.hexdigest(), "merged_from": list(args.parts)})
-    except OutputError as e:
+    except (OutputError, InputError) as e:
         err(f"error: {e}")
         return EXIT_ERROR
     if not args.quiet:

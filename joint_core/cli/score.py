@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             collected.extend(records)
 
     try:
-        engine = _engine(args, scorer, job)
+        engine = _engine(args, scorer)
     except ImportError as e:
         job.discard_if_unused()
         return _fail(str(e))
@@ -187,12 +187,12 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _engine(args: argparse.Namespace, scorer, job):
+def _engine(args: argparse.Namespace, scorer):
     if args.engine == "ray":
         from ..stream.ray_engine import RayEngine
 
         return RayEngine(scorer, batch_size=args.batch_size, address=args.address, actors=args.actors,
-                         localizer=args.localizer, dtype=args.dtype).bind(job.source, job.done)
+                         localizer=args.localizer, dtype=args.dtype)
     from ..stream import default_workers
 
     workers = default_workers(scorer.device) if args.workers is None else args.workers

@@ -56,7 +56,12 @@ def load_sample(sample: Sample) -> List[ImageItem]:
     if sample.error is not None:
         return [ImageItem(sample.key, error=sample.error)]
     if sample.path is not None:
-        return [load_one(sample.path)]
+        item = load_one(sample.path)
+        if sample.key != sample.path:  # a path made absolute for a remote worker: name it as given
+            item.source = sample.key
+            if item.error is not None and item.error.startswith(sample.path):
+                item.error = sample.key + item.error[len(sample.path):]
+        return [item]
     if sample.data is not None:
         return [load_one(sample.data, source=sample.key)]
     if sample.member is not None:
