@@ -171,7 +171,7 @@ def test_existing_out_needs_resume_or_overwrite_and_model_must_match(many, tiny_
     # a run that fails before scoring leaves no file behind, so it can simply be run again
     new = tmp_path / "new.csv"
     assert main(["score", one, "-m", str(tmp_path / "no-model"), "-o", str(new)]) == 2
-    assert not new.exists()
+    assert not new.exists() and sorted(os.listdir(tmp_path)) == [".s.csv.lock", "s.csv", "s.csv.joint.json"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,6 +264,8 @@ def test_sort_and_top_are_applied_to_the_file_at_the_end(many, tiny_model_dir, r
     rows = list(read_rows(str(out)))
     best = sorted((r for r in reference.values() if r["error"] is None), key=lambda r: -r["technical"])[:5]
     assert rows == best
+    meta = json.loads((tmp_path / "s.csv.joint.json").read_text())
+    assert meta["rows"] == 5 and meta["selection"]["rows_before"] == len(reference)
     printed = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.endswith(".png")]
     assert printed == [r["source"] for r in best]
 

@@ -345,7 +345,7 @@ def test_parquet_parts_and_a_kill_between_part_and_journal(tmp_path, monkeypatch
         sink.write(_recs([f"{i}-{j}.png" for j in range(3)]))
     sink.close(finish=False)
     parts = sorted(p.name for p in (tmp_path / "s.parquet").iterdir())
-    assert parts == ["_journal-00002.jsonl", "part-00000.parquet", "part-00001.parquet"]
+    assert parts == ["_joint.lock", "_journal-00002.jsonl", "part-00000.parquet", "part-00001.parquet"]
     # a kill after part 1 was renamed into place but before its journal was removed
     (tmp_path / "s.parquet" / "_journal-00001.jsonl").write_text(json.dumps(_recs(["dup.png"])[0]) + "\n")
     names = [r["source"] for r in read_rows(out)]
@@ -355,7 +355,7 @@ def test_parquet_parts_and_a_kill_between_part_and_journal(tmp_path, monkeypatch
     sink.close()
     assert sink.rows == 15
     assert sorted(p.name for p in (tmp_path / "s.parquet").iterdir()) == [
-        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+        "_joint.lock", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     table = pq.read_table(out)                   # the folder reads as one table
     assert table.num_rows == 15 and set(table.column_names) >= {"source", "naturalness", "source_bytes"}
     assert table.column("source").to_pylist() == names
@@ -422,3 +422,30 @@ def test_the_core_imports_without_ray_or_pyarrow_and_names_the_extra(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "PARQUET: " in out.stdout and "joint-naturalness[parquet]" in out.stdout
     assert "RAY: " in out.stdout and "joint-naturalness[ray]" in out.stdout
+
+
+@pytest.mark.parametrize("fmt", [".csv", ".parquet"])
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, fmt):
+    """A resume started while the first run still writes would double rows: it is refused. The
+    lock dies with its process, even by SIGKILL, so a killed run never blocks its resume."""
+    if fmt == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = str(tmp_path / f"s{fmt}")
+    first = Sink(out, "new")
+    first.write(_recs(["a.png"]))
+    with pytest.raises(OutputError, match="another joint process"):
+        Sink(out, "resume")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from joint_core.stream import Sink
+        s = Sink({out!r}, "resume"); print("locked", flush=True); time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    first.close()
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(OutputError, match="another joint process"):
+        Sink(out, "resume")
+    holder.kill()
+    holder.wait()
+    again = Sink(out, "resume")                 # SIGKILL released it
+    assert again.rows == 1
+    again.close()

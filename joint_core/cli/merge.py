@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                 problems.append(f"{p}: its run did not finish ({h.count} of {expected} rows); continue it with "
                                 f"`joint score ... --shard {_shard(meta)} --out {p} --resume`")
             elif expected is not None and h.count - len(doubled) < expected:
-                problems.append(f"{p}: {expected - (h.count - len(doubled))} of its {expected} inputs missing")
+                cut = " (its run kept only --top rows)" if (meta.get("selection") or {}).get("top") else ""
+                problems.append(f"{p}: {expected - (h.count - len(doubled))} of its {expected} inputs missing{cut}")
             elif meta.get("expected_keys") and not doubled and h.hexdigest() != meta["expected_keys"]:
                 fatal.append(f"{p}: holds other inputs than those of shard {_shard(meta)}")
         fatal += _check_job(args.parts, metas)

@@ -51,6 +51,8 @@ def register(sub) -> argparse.ArgumentParser:
     s.add_argument("--workers", "-j", type=non_negative_int, default=None,
                    help="processes that decode images (default: from the CPU count and device; 0: none)")
     s.add_argument("--prefetch", type=positive_int, default=2, help="batches each worker decodes ahead (default 2)")
+    s.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of the model (default on CPU: the cores the decoding workers leave)")
     s.add_argument("--localizer", help="artifact localizer: path to a TorchScript PAL4VST end2end.pt")
     s.add_argument("--out", "-o", help=f"write the scores to FILE ({', '.join(FORMATS)}), as they come")
     again = s.add_mutually_exclusive_group()
@@ -193,9 +195,14 @@ def _engine(args: argparse.Namespace, scorer):
 
         return RayEngine(scorer, batch_size=args.batch_size, address=args.address, actors=args.actors,
                          localizer=args.localizer, dtype=args.dtype)
-    from ..stream import default_workers
+    import torch
+
+    from ..stream.loader import default_workers, model_threads
 
     workers = default_workers(scorer.device) if args.workers is None else args.workers
+    threads = args.threads or model_threads(scorer.device, workers)
+    if threads:
+        torch.set_num_threads(threads)
     return lambda samples: scorer.score_iter(samples, batch_size=args.batch_size, num_workers=workers,
                                              prefetch=args.prefetch, progress=False)
 

@@ -136,10 +136,11 @@ class ScoreJob:
             return
         self.sink.close(finish=False)
         if self._created and self.sink.rows == 0:
-            from .sinks import remove_output
+            from .sinks import lock_path, remove_output
 
             try:
                 remove_output(self.out)
+                lock_path(self.out).unlink(missing_ok=True)
                 if Path(self.out).is_dir():
                     Path(self.out).rmdir()
             except (OSError, OutputError):
@@ -302,5 +303,10 @@ def sort_output(out: str, by: Any, k: Optional[int], descending: bool, default_b
     result = result_from_rows(rows, default_by)
     order = result.keep(by, k=k, sort=True, descending=descending)
     kept = [rows[i] for i in order]
+    meta = read_meta(out)
     write_rows(out, iter(kept))
+    if meta is not None:  # the description stays with the file, saying what was kept
+        meta.update(rows=len(kept), selection={"sort": by, "top": k, "descending": descending,
+                                                "rows_before": len(rows)})
+        write_meta(out, meta)
     return kept, len(rows)

@@ -120,6 +120,16 @@ def default_workers(device: Any = "cpu") -> int:
     return max(1, min(16, cores - 1))
 
 
+def model_threads(device: Any, workers: int) -> Optional[int]:
+    """Torch threads for the model when ``workers`` processes decode beside it on CPU: the cores
+    the decoders leave (at least one). More threads than free cores make the model's thread team
+    wait on descheduled threads - several times slower than one thread on a busy machine. None:
+    leave torch's setting (a GPU, or no workers)."""
+    if torch.device(device).type != "cpu" or workers <= 0:
+        return None
+    return max(1, available_cores() - workers)
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -335,6 +335,47 @@ class _LineFile:
             self.f.close()
 
 
+class _Lock:
+    """An exclusive ``flock`` on the score file's lock file for the life of a run, so that a
+    second ``joint score`` on the same ``--out`` (a resume started while the first run still
+    goes) is refused instead of doubling rows. The kernel drops it when the process dies, even
+    by SIGKILL, so a lock never outlives its run. No-op where ``fcntl`` is missing (Windows)."""
+
+    def __init__(self, path: str):
+        self.fd: Optional[int] = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        lock = lock_path(path)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _err(path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(f"{path}: another joint process is writing it right now (its lock is {lock}); "
+                              "wait for it, or stop it first") from None
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_path(path: str) -> Path:
+    """A hidden file next to the score file (inside a Parquet folder); it stays, empty, after the
+    run: removing a lock file while others may open it would let two runs hold "the" lock."""
+    p = Path(path)
+    if out_format(path) == ".parquet":
+        return p / "_joint.lock"
+    return p.with_name(f".{p.name}.lock")
+
+
 class Sink:
     """Appends batches of records to a score file; see the module doc for the formats.
 
@@ -348,6 +389,26 @@ class Sink:
             raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
         self.path = path
         self.fmt = out_format(path)
+        p0 = Path(path)
+        if self.fmt != ".parquet" and p0.is_dir():
+            raise OutputError(f"{path}: is a folder")
+        if self.fmt == ".parquet":
+            from .sources import _pyarrow_parquet
+
+            _pyarrow_parquet()  # a clear error naming the extra before anything is created
+            if p0.is_file() and mode != "overwrite":
+                raise OutputError(f"{path}: is a file; a Parquet output of joint is a folder of parts "
+                                  "(pass --overwrite to replace the file)")
+            if p0.is_file():
+                remove_output(path)
+        self._lock = _Lock(path)   # before anything is read or truncated
+        try:
+            self._open(path, mode)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, path: str, mode: str) -> None:
         if mode == "new" and has_rows(path):
             raise OutputError(f"{path}: already exists; pass --resume to continue it or --overwrite "
                               "to replace it")
@@ -391,15 +452,18 @@ class Sink:
     def close(self, finish: bool = True) -> None:
         """Close; with ``finish``, turn the file into its final form (``.json``: the array;
         ``.parquet``: the last part). A failure leaves the rows where :attr:`partial_path` says."""
-        self._file.close()
-        if not finish:
-            return
-        if self.fmt == ".json":
-            self._finish_json()
-        elif self.fmt == ".parquet" and self._file.rows:
-            self._roll(reopen=False)
-        elif self.fmt == ".parquet":
-            self._file.path.unlink(missing_ok=True)
+        try:
+            self._file.close()
+            if not finish:
+                return
+            if self.fmt == ".json":
+                self._finish_json()
+            elif self.fmt == ".parquet" and self._file.rows:
+                self._roll(reopen=False)
+            elif self.fmt == ".parquet":
+                self._file.path.unlink(missing_ok=True)
+        finally:
+            self._lock.release()
 
     # -- .json ---------------------------------------------------------------------------
 
@@ -511,7 +575,7 @@ def has_rows(path: str) -> bool:
     if fmt == ".parquet":
         if p.is_file():
             return True
-        return p.is_dir() and any(p.iterdir())
+        return p.is_dir() and any(f.name not in ("_joint.lock",) for f in p.iterdir())
     if fmt == ".json" and Path(path + PARTIAL_SUFFIX).exists():
         return True
     if p.is_dir():
@@ -531,7 +595,8 @@ def remove_output(path: str) -> None:
         if fmt == ".parquet" and p.is_dir():
             ours = set(_parquet_parts(p)) | set(_journals(p)) | {p / PARQUET_META}
             ours |= set(p.glob(".part-*.parquet.tmp"))
-            others = [f for f in p.iterdir() if f not in ours]
+            others_ok = {p / "_joint.lock"}   # held by this run; kept
+            others = [f for f in p.iterdir() if f not in ours and f not in others_ok]
             if others:
                 raise OutputError(f"{path}: holds files joint did not write ({others[0].name}, ...); "
                                   "not replacing it")
@@ -568,6 +633,9 @@ def write_rows(path: str, records: Iterator[Dict[str, Any]]) -> int:
     except BaseException:
         _discard(tmp, fmt)
         raise
+    finally:
+        if fmt != ".parquet":  # the temporary name's lock: no other process knows that name
+            lock_path(str(tmp)).unlink(missing_ok=True)
     return n
 
 
