@@ -224,6 +224,13 @@ def test_shards_then_merge_give_the_unsharded_result(many, tiny_model_dir, refer
     assert sum(sizes) == len(reference) and max(sizes) - min(sizes) <= 1
     merged = tmp_path / "all.csv"
     assert main(["merge", *parts, "-o", str(merged)]) == 0
+    # more shards than inputs: the empty ones still write their part, and merge takes them
+    one = str(many / "a" / "001.png")
+    tiny = [str(tmp_path / f"t{i}.jsonl") for i in range(2)]
+    for i, t in enumerate(tiny):
+        assert main(["score", one, "-m", str(tiny_model_dir), "-o", t, "-q", "--shard", f"{i}/2"]) == 0
+    assert main(["merge", *tiny, "-o", str(tmp_path / "t.csv"), "-q"]) == 0
+    assert [r["source"] for r in read_rows(str(tmp_path / "t.csv"))] == [one]
     rows, got = _by_source(merged)
     assert len(rows) == len(reference) and got == reference
     capsys.readouterr()

@@ -120,10 +120,11 @@ def run(args: argparse.Namespace) -> int:
         raise
     for what, n in plan.skipped.items():
         print(f"joint: skipped {n} {show(what, sys.stderr)}", file=sys.stderr)
-    if plan.expected == 0:
+    if plan.inputs == 0:
         job.discard_if_unused()
         where = " ".join(args.paths) + (f" --files-from {args.files_from}" if args.files_from else "")
-        return _fail(f"no images found in {where}" + (f" (shard {args.shard} is empty)" if shard_spec else ""))
+        return _fail(f"no images found in {where}")
+    # a shard can be empty (fewer inputs than shards): it still writes its (empty) part for merge
     if args.resume and plan.todo == 0 and not args.quiet:
         print(f"nothing left to score: all {plan.expected} inputs are in {show(args.out)}")
 
