@@ -8,6 +8,7 @@ One call from images to three scores - technical quality, rationality, overall n
     result.to_records(); result.ranking(by="naturalness")
 """
 
+from ._version import __version__
 from .checkpoint import (CheckpointError, NoModelError, convert_official, default_model_dir, load_model,
                          resolve_model, save_model)
 from .config import (BranchConfig, CalibrationConfig, ConfigError, FusionConfig, JointConfig,
@@ -19,7 +20,6 @@ from .preprocess.images import ImageInputError
 from .result import AXES, ScoreResult, ScoringError, check_by, describe_by
 from .scorer import NaturalnessScorer
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AXES", "BranchConfig", "CalibrationConfig", "CheckpointError", "ConfigError", "FusionConfig",

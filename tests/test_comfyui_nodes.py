@@ -273,7 +273,7 @@ def test_example_workflows_are_valid_ui_workflows(comfy):
 
 def test_requirements_cover_the_core_dependencies():
     try:
-        import tomllib
+        import tomllib  # novermin (3.10 falls back to tomli below)
     except ImportError:  # Python < 3.11
         tomllib = pytest.importorskip("tomli")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
