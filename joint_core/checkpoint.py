@@ -20,13 +20,13 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
 from .backbones import (WeightMappingError, check_fits, strip_prefix,
                         torchvision_resnet_to_timm, torchvision_swin_to_timm)
-from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset
+from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets
 from .model import JointModel
 
 WEIGHTS_NAME = "model.safetensors"
@@ -221,7 +221,83 @@ def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedMo
                               f"{WEIGHTS_NAME})")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ResolvedModel(download_from_hub(spec, revision), "hub", spec)
-    raise CheckpointError(f"{spec}: no such model folder, and not a hub id (owner/name)")
+    if spec in list_presets():
+        raise CheckpointError(f"{spec!r} is an architecture preset, not a trained model: build it with random "
+                              f"weights with NaturalnessScorer.from_config({spec!r}), or train it (README, "
+                              "'Training'). `joint info --list` shows the trained models that can be loaded")
+    raise CheckpointError(f"{spec}: no such model folder, and not a hub id (owner/name); "
+                          "`joint info --list` shows the models that can be loaded")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model that :func:`resolve_model` can load: ``name`` is what to pass to it."""
+
+    name: str
+    path: Path
+    origin: str        # "shipped default", "user cache", "environment ($JOINT_MODEL)", "hub cache"
+    description: str
+    is_default: bool   # the one from_pretrained() picks when no model is named
+
+
+def list_models() -> List[ModelEntry]:
+    """Trained models loadable here without a download, as ``timm.list_models`` lists names:
+    ``$JOINT_MODEL``, the model folders of the user cache, hub models already in the local
+    Hugging Face cache, and the shipped default. (Presets, :func:`~joint_core.list_presets`,
+    are architectures with untrained weights, for ``from_config`` and training.)"""
+    try:
+        chosen: Optional[Path] = resolve_model().path.resolve()
+    except CheckpointError:
+        chosen = None
+    found: List[ModelEntry] = []
+    seen = set()
+
+    def add(name: str, path: Path, origin: str) -> None:
+        key = path.resolve()
+        if key in seen or not is_model_dir(path):
+            return
+        seen.add(key)
+        try:
+            cfg = JointConfig.load(path)
+            description = cfg.description or cfg.name
+        except (ConfigError, OSError) as e:
+            description = f"unreadable config ({e})"
+        found.append(ModelEntry(name, path, origin, description, key == chosen))
+
+    env = os.environ.get(ENV_MODEL)
+    if env:
+        try:
+            resolved = _resolve_spec(env, f"environment (${ENV_MODEL})", None)
+            add(env, resolved.path, resolved.origin)
+        except CheckpointError:
+            pass
+    cache = user_cache_dir()
+    if cache.is_dir():
+        for p in sorted(cache.iterdir()):
+            add(str(p), p, "user cache")
+    for repo_id, path in _hub_cached_models():
+        add(repo_id, path, "hub cache")
+    add("default", SHIPPED_DEFAULT, "shipped default")
+    return found
+
+
+def _hub_cached_models() -> List[tuple]:
+    """``(repo_id, snapshot folder)`` of joint models in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # noqa: BLE001 - no cache, or an unreadable one: nothing to list
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            if is_model_dir(Path(rev.snapshot_path)):
+                out.append((repo.repo_id, Path(rev.snapshot_path)))
+                break
+    return out
 
 
 def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:
