@@ -308,10 +308,6 @@ def blocker(message: Optional[str] = None) -> Any:
     return (cls or _FallbackExecutionBlocker)(message)
 
 
-def is_blocked(value: Any) -> bool:
-    return type(value).__name__ == "ExecutionBlocker"
-
-
 def temp_directory() -> str:
     fp = comfy_module("folder_paths")
     if fp is not None:

@@ -82,9 +82,15 @@ def crop(x: Tensor, size: int, offsets: Tensor) -> Tensor:
                         for i, (top, left) in enumerate(offsets.tolist())])
 
 
+def to_uint8(x: Tensor) -> Tensor:
+    """Float images in [0, 1] -> uint8, the project's one 8-bit rounding: ``round(x * 255)`` in
+    float32 (half to even, as numpy and diffusers' ``numpy_to_pil`` round), clamped to 0-255."""
+    return torch.round(x.float() * 255.0).clamp_(0, 255).to(torch.uint8)
+
+
 def quantize(x: Tensor) -> Tensor:
     """Round to 8-bit levels (what a uint8 image stored between steps would hold)."""
-    return torch.round(x * 255.0).clamp_(0, 255) / 255.0
+    return to_uint8(x).to(x.dtype) / 255.0
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
