@@ -171,6 +171,12 @@ def blocked(value):
     return isinstance(value, ExecutionBlocker)
 
 
+def chosen(model, images, by, **keep_args):
+    """What ScoreResult.keep (the one selection rule, tested in tests/test_result.py) picks for a
+    ComfyUI IMAGE batch: the node tests check that each node asks it the right question."""
+    return model.scorer.score(images.permute(0, 3, 1, 2)).keep(by, **keep_args)
+
+
 # --------------------------------------------------------------------------------------------
 # packaging
 # --------------------------------------------------------------------------------------------
@@ -460,12 +466,12 @@ def test_batch_of_64_through_every_node(comfy, model):
     threshold = sorted(set(nat))[3]                                        # 3 distinct values below
     kept, rejected, kept_s, rej_s = nodes.FilterByNaturalness().filter(
         model, images, "naturalness", threshold, "skip downstream", 16)["result"]
-    keep_idx = [i for i in range(64) if nat[i] >= threshold]
+    keep_idx = chosen(model, images, "naturalness", threshold=threshold)
     assert len(keep_idx) == 40 and kept.shape == (40, 48, 40, 3) and rejected.shape == (24, 48, 40, 3)
     assert torch.equal(kept, images[keep_idx]) and kept_s == [nat[i] for i in keep_idx]
     assert sorted(kept_s + rej_s) == sorted(nat)
     best, latent, idx, s = nodes.BestOfN().best_of_n(model, images, 10, "technical", batch_size=32)["result"]
-    expected = sorted(range(64), key=lambda i: (-tech[i], i))[:10]        # ties: input order
+    expected = chosen(model, images, "technical", k=10)
     assert idx == expected and s == [tech[i] for i in expected]
     assert torch.equal(best, images[expected]) and blocked(latent) and "latent" in latent.message
 
@@ -477,7 +483,8 @@ def test_filter_keeps_at_least_threshold_in_order(comfy, model, photos):
     threshold = nat[order[2]]                       # exactly the second best: it is kept (>=)
     out = nodes.FilterByNaturalness().filter(model, imgs, "naturalness", threshold)
     kept, rejected, kept_s, rej_s = out["result"]
-    keep = sorted(order[2:])
+    keep = chosen(model, imgs, "naturalness", threshold=threshold)
+    assert keep == sorted(order[2:])                # input order
     assert torch.equal(kept, imgs[keep]) and kept_s == [nat[i] for i in keep]
     assert torch.equal(rejected, imgs[sorted(order[:2])]) and rej_s == [nat[i] for i in sorted(order[:2])]
     assert "kept 2 of 4" in out["ui"]["text"][0]
@@ -529,7 +536,7 @@ def test_best_of_n_ranks_mixes_and_carries_latents(comfy, model, photos):
               "noise_mask": torch.arange(4, dtype=torch.float32).view(4, 1, 1).expand(4, 8, 8).contiguous()}
     node = nodes.BestOfN()
     out = node.best_of_n(model, imgs, 2, "rationality", latent=latent)["result"]
-    expected = sorted(range(4), key=lambda i: (-rat[i], i))[:2]
+    expected = chosen(model, imgs, "rationality", k=2)
     assert out[2] == expected and out[3] == [rat[i] for i in expected]
     assert torch.equal(out[0], imgs[expected]) and out[0].shape == (2, 96, 128, 3)
     # the kept latents, their noise masks and their original positions (for the same noise)
@@ -537,7 +544,7 @@ def test_best_of_n_ranks_mixes_and_carries_latents(comfy, model, photos):
     assert out[1]["noise_mask"][:, 0, 0].tolist() == expected and out[1]["batch_index"] == expected
     mixed = node.best_of_n(model, imgs, 4, "weighted mix", None, 1.0, 3.0, 0.0)["result"]
     mix = [(0.25 * t + 0.75 * r) for t, r in zip(tech, rat)]
-    assert mixed[2] == sorted(range(4), key=lambda i: (-mix[i], i))
+    assert mixed[2] == chosen(model, imgs, {"technical": 1.0, "rationality": 3.0}, k=4)
     assert mixed[3] == pytest.approx([mix[i] for i in mixed[2]], abs=1e-6)
     # k larger than the batch: all of them, sorted; batch_index of an earlier selection is kept
     again = node.best_of_n(model, imgs[[3, 1]], 5, "naturalness",
