@@ -141,7 +141,7 @@ def load_model(directory: PathLike, verify: bool = True) -> JointModel:
 class ResolvedModel:
     path: Path
     origin: str   # "argument", "hub", "environment ($JOINT_MODEL)", "user cache", "shipped default"
-    spec: str
+    name: str     # what was asked for: a folder, a hub id, "default"
 
     def describe(self) -> str:
         return f"{self.path} ({self.origin})"
@@ -168,14 +168,14 @@ def is_model_dir(p: Path) -> bool:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_model(spec: Optional[PathLike] = None, revision: Optional[str] = None) -> ResolvedModel:
-    """Find the model folder for ``spec`` (a folder, its ``config.json``, or a hub id) or, when
-    ``spec`` is None, by the resolution order in this module's docstring."""
-    if spec is not None:
-        return _resolve_spec(str(spec), "argument", revision)
+def resolve_model(name: Optional[PathLike] = None, revision: Optional[str] = None) -> ResolvedModel:
+    """Find the model folder for ``name`` (a folder, its ``config.json``, or a hub id) or, when
+    ``name`` is None, by the resolution order in this module's docstring."""
+    if name is not None:
+        return _resolve_name(str(name), "argument", revision)
     env = os.environ.get(ENV_MODEL)
     if env:
-        return _resolve_spec(env, f"environment (${ENV_MODEL})", revision)
+        return _resolve_name(env, f"environment (${ENV_MODEL})", revision)
     cache = default_model_dir()
     if is_model_dir(cache):
         return ResolvedModel(cache, "user cache", str(cache))
@@ -193,12 +193,12 @@ def no_model_message() -> str:
         "`python -m train fit --config train/recipes/...` (see README, 'Training').")
 
 
-def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedModel:
-    if spec == "default":
+def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedModel:
+    if name == "default":
         if is_model_dir(SHIPPED_DEFAULT):
-            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", spec)
+            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", name)
         raise NoModelError("this installation ships no default model. " + no_model_message())
-    p = Path(spec).expanduser()
+    p = Path(name).expanduser()
     if p.name == CONFIG_NAME and p.is_file():
         p = p.parent
     if p.is_dir():
@@ -208,24 +208,24 @@ def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedMo
             if any(p.glob("*.pth")):
                 hint = " (it holds a .pth file: convert it with `joint convert FILE.pth OUT_DIR`)"
             raise CheckpointError(f"{p}: not a joint model folder, missing {missing}{hint}")
-        return ResolvedModel(p, origin, spec)
+        return ResolvedModel(p, origin, name)
     if p.is_file():
         if p.suffix in (".pth", ".pt", ".ckpt", ".bin"):
             raise CheckpointError(f"{p}: a PyTorch pickle, not a joint model folder; convert the "
                                   f"authors' checkpoint with `joint convert {p} OUT_DIR`")
         if p.suffix == ".safetensors":
             if (p.parent / CONFIG_NAME).is_file():
-                return ResolvedModel(p.parent, origin, spec)
+                return ResolvedModel(p.parent, origin, name)
             raise CheckpointError(f"{p}: a safetensors file needs its {CONFIG_NAME} beside it")
         raise CheckpointError(f"{p}: not a joint model (expected a folder with {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME})")
-    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return ResolvedModel(download_from_hub(spec, revision), "hub", spec)
-    if spec in list_presets():
-        raise CheckpointError(f"{spec!r} is an architecture preset, not a trained model: build it with random "
-                              f"weights with NaturalnessScorer.from_config({spec!r}), or train it (README, "
+    if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return ResolvedModel(download_from_hub(name, revision), "hub", name)
+    if name in list_presets():
+        raise CheckpointError(f"{name!r} is an architecture preset, not a trained model: build it with random "
+                              f"weights with NaturalnessScorer.from_config({name!r}), or train it (README, "
                               "'Training'). `joint info --list` shows the trained models that can be loaded")
-    raise CheckpointError(f"{spec}: no such model folder, and not a hub id (owner/name); "
+    raise CheckpointError(f"{name}: no such model folder, and not a hub id (owner/name); "
                           "`joint info --list` shows the models that can be loaded")
 
 
@@ -267,7 +267,7 @@ def list_models() -> List[ModelEntry]:
     env = os.environ.get(ENV_MODEL)
     if env:
         try:
-            resolved = _resolve_spec(env, f"environment (${ENV_MODEL})", None)
+            resolved = _resolve_name(env, f"environment (${ENV_MODEL})", None)
             add(env, resolved.path, resolved.origin)
         except CheckpointError:
             pass
