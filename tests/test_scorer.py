@@ -126,7 +126,7 @@ def test_result_object(tiny_scorer):
         res = tiny_scorer.score(imgs)
     recs = res.to_records()
     assert [r["index"] for r in recs] == [0, 1, 2, 3]
-    assert set(recs[0]) == {"index", "source", "technical", "rationality", "naturalness", "error"}
+    assert set(recs[0]) == {"index", "source", "technical", "rationality", "naturalness", "error", "warning"}
     assert recs[3]["naturalness"] is None and "NaN" in recs[3]["error"]
     for axis in ("technical", "rationality", "naturalness"):
         order = res.ranking(by=axis)
