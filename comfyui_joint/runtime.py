@@ -233,9 +233,11 @@ class NaturalnessModel:
                     if mm is not None:
                         mm.soft_empty_cache()
 
-    def score(self, images: Sequence[Tensor], batch_size: int = 8) -> ScoreResult:
+    def score(self, images: Sequence[Tensor], batch_size: int = 8,
+              layout: str = "channels_first") -> ScoreResult:
         """Score ``[B, C, H, W]`` tensors (a list, all flattened into one result) with a
-        ComfyUI progress bar; ComfyUI's cancel stops it between batches."""
+        ComfyUI progress bar; ComfyUI's cancel stops it between batches. ``layout`` is passed to
+        the scorer: the nodes hand over channels-first tensors, so nothing is guessed."""
         mm = comfy_module("comfy.model_management")
         cu = comfy_module("comfy.utils")
         total = sum(int(t.shape[0]) for t in images)
@@ -251,7 +253,7 @@ class NaturalnessModel:
                 mm.throw_exception_if_processing_interrupted()
 
         with self.on_device(batch_size, max_pixels) as scorer:
-            return scorer.score(list(images), batch_size=batch_size, callback=progress)
+            return scorer.score(list(images), batch_size=batch_size, callback=progress, layout=layout)
 
 
 _CACHE: "weakref.WeakValueDictionary[tuple, NaturalnessModel]" = weakref.WeakValueDictionary()

@@ -87,9 +87,10 @@ def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]
     """Read a safetensors file, checking the recorded hash when there is one."""
     from safetensors import safe_open
 
+    from .preprocess.images import open_regular
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    open_regular(str(path), what="a weights file", error=CheckpointError).close()  # missing, unreadable, a FIFO ...
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -203,11 +204,14 @@ def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedMo
         p = p.parent
     if p.is_dir():
         if not is_model_dir(p):
-            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not os.path.lexists(p / n)]
+            broken = [_file_problem(p / n) for n in (CONFIG_NAME, WEIGHTS_NAME)
+                      if os.path.lexists(p / n) and not (p / n).is_file()]
             hint = ""
             if any(p.glob("*.pth")):
                 hint = " (it holds a .pth file: convert it with `joint convert FILE.pth OUT_DIR`)"
-            raise CheckpointError(f"{p}: not a joint model folder, missing {missing}{hint}")
+            what = ([f"missing {missing}"] if missing else []) + broken
+            raise CheckpointError(f"{p}: not a joint model folder, {'; '.join(what)}{hint}")
         return ResolvedModel(p, origin, name)
     if p.is_file():
         if p.suffix in (".pth", ".pt", ".ckpt", ".bin"):
@@ -298,6 +302,17 @@ def _hub_cached_models() -> List[tuple]:
                 out.append((repo.repo_id, Path(rev.snapshot_path)))
                 break
     return out
+
+
+def _file_problem(path: Path) -> str:
+    """Why ``path`` (which exists) cannot be read as a file: a folder, a broken link, a FIFO ..."""
+    from .preprocess.images import open_regular
+
+    try:
+        open_regular(str(path), what="a file", error=CheckpointError).close()
+    except CheckpointError as e:
+        return str(e)
+    return f"{path}: cannot be read"
 
 
 def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:

@@ -155,7 +155,7 @@ class Preprocessor:
         out = []
         for im in images:
             x = im.to(self.device, non_blocking=True)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # one float copy, not two
             out.append(cap_longer(x[None], self.config.max_side, self.config.interpolation)[0])
         return out
 
