@@ -231,9 +231,12 @@ def test_example_workflows_are_shipped_for_both_install_styles():
     root_dir = REPO / "example_workflows"
     names = sorted(p.name for p in pack_dir.glob("*.json"))
     assert len(names) >= 2
+    # each with its picture for ComfyUI's Templates dialog (made by tests/test_comfyui_browser.py)
+    files = sorted(p.name for p in pack_dir.iterdir())
+    assert files == sorted(names + [n.replace(".json", ".jpg") for n in names])
     # the root copy is what ComfyUI offers for a clone, the package copy for a pip install
-    assert names == sorted(p.name for p in root_dir.glob("*.json"))
-    for n in names:
+    assert files == sorted(p.name for p in root_dir.iterdir())
+    for n in files:
         assert (pack_dir / n).read_bytes() == (root_dir / n).read_bytes(), f"{n}: copies differ"
 
 
@@ -296,7 +299,8 @@ def test_requirements_cover_the_core_dependencies():
     assert sorted(reqs) == sorted(d for d in deps if not d.startswith(("torch>=", "torchvision")))
     comfy_meta = project["tool"]["comfy"]
     assert comfy_meta["PublisherId"] and comfy_meta["DisplayName"]
-    assert "web/*.js" in project["tool"]["setuptools"]["package-data"]["comfyui_joint"]
+    shipped = project["tool"]["setuptools"]["package-data"]["comfyui_joint"]
+    assert {"web/*.js", "example_workflows/*.json", "example_workflows/*.jpg"} <= set(shipped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,7 +472,7 @@ def test_batch_of_64_through_every_node(comfy, model):
     assert len(nat) == len(tech) == len(rat) == 64 and report.count("\n") >= 64
     assert all(math.isfinite(v) for v in nat)
     assert nat[:8] * 8 == nat and tech[:8] * 8 == tech                  # same image, same score
-    assert comfy.progress[-1] == (64, 64) and len(comfy.progress) == 4
+    assert comfy.progress == [(8, 8)]                                     # each distinct image once
     assert len(set(nat)) == 8
     threshold = sorted(set(nat))[3]                                        # 3 distinct values below
     kept, rejected, kept_s, rej_s = nodes.FilterByNaturalness().filter(
@@ -481,6 +485,41 @@ def test_batch_of_64_through_every_node(comfy, model):
     expected = chosen(model, images, "technical", k=10)
     assert idx == expected and s == [tech[i] for i in expected]
     assert torch.equal(best, images[expected]) and blocked(latent) and "latent" in latent.message
+    assert comfy.progress == [(8, 8)]                                     # Filter, Best of N: cached
+
+
+def test_a_graph_scores_each_image_once(comfy, model, photos, tiny_scorer, monkeypatch):
+    """Score -> Filter -> Best of N -> Preview on the same images: the model runs for the first
+    node only; a changed image (one pixel) is scored again, alone; another model scores anew."""
+    calls = []
+    real_score = model.scorer.score
+
+    def counting_score(images, **kw):
+        calls.append(len(images))
+        return real_score(images, **kw)
+
+    monkeypatch.setattr(model.scorer, "score", counting_score)
+    imgs = comfy_image(*(photos[n][:96, :128] for n in ("astronaut", "coffee", "chelsea", "rocket")))
+    tech, rat, nat, _ = nodes.ScoreNaturalness().score([model], [imgs])["result"]
+    assert calls == [4]
+    kept_s = nodes.FilterByNaturalness().filter(model, imgs, "naturalness", min(nat))["result"][2]
+    best = nodes.BestOfN().best_of_n(model, imgs, 2, "technical")["result"]
+    nodes.PreviewNaturalness().preview(model, imgs)
+    nodes.ScoreNaturalness().score([model, model], [imgs[2:], imgs[:2]])          # a list, reordered
+    assert calls == [4]                                                 # nothing reached the model
+    assert kept_s == nat and best[3] == sorted(tech, reverse=True)[:2]
+    changed = imgs.clone()
+    changed[1, 0, 0, 0] = 1.0 - changed[1, 0, 0, 0]
+    again = nodes.ScoreNaturalness().score([model], [changed])["result"]
+    assert calls == [4, 1]                                              # only the changed image
+    assert again[2][0] == nat[0] and again[2][2:] == nat[2:]
+    assert again[2][1] == scores_of(tiny_scorer.score(changed[1:2].permute(0, 3, 1, 2)), "naturalness")[0]
+    other = nodes.LoadNaturalnessModel().load("tiny", dtype="bf16")[0]
+    other_calls = []
+    monkeypatch.setattr(other.scorer, "score", lambda images, **kw: other_calls.append(len(images))
+                        or type(other.scorer).score(other.scorer, images, **kw))
+    nodes.ScoreNaturalness().score([other], [imgs])
+    assert other_calls == [4] and calls == [4, 1]                       # the cache is per model
 
 
 def test_filter_keeps_at_least_threshold_in_order(comfy, model, photos):
@@ -636,3 +675,78 @@ def test_inputs_are_checked_with_clear_messages(comfy, model):
         nodes.BestOfN().best_of_n(model, torch.rand(1, 8, 8, 3), 1, "beauty")
     empty = nodes.ScoreNaturalness().score([model], [torch.rand(0, 8, 8, 3)])
     assert all(blocked(v[0]) for v in empty["result"][:3]) and empty["ui"]["text"] == ["no images to score"]
+
+
+def test_cached_failures_name_the_image_where_it_is_now(comfy, model):
+    imgs = torch.rand(3, 32, 32, 3)
+    imgs[1, 0, 0, 0] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = nodes.ScoreNaturalness().score([model], [imgs])["ui"]["scores"]
+        moved = nodes.ScoreNaturalness().score([model, model], [imgs[2:], imgs[:2]])["ui"]["scores"]
+    assert first[1]["error"].startswith("input 0[1]: ") and "NaN" in first[1]["error"]
+    # now the third image of the list: input 1 (the second tensor), position 1
+    assert moved[2]["error"] == "input 1[1]: " + first[1]["error"][len("input 0[1]: "):]
+    assert [r["error"] for r in moved].count(None) == 2
+
+
+def test_flags_survive_the_cache(comfy, model):
+    """A black frame scored by one node is flagged (and ranks last) in the next node too, where
+    its scores come from the cache, under the name it has there."""
+    torch.manual_seed(3)
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(64, 64), mode="bilinear").permute(0, 2, 3, 1)
+    imgs = torch.cat([torch.zeros(1, 64, 64, 3), smooth])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = nodes.ScoreNaturalness().score([model], [imgs])["ui"]["scores"]
+        calls = model.scorer.score
+        model.scorer.score = lambda *a, **k: pytest.fail("the model ran again")
+        try:
+            best = nodes.BestOfN().best_of_n(model, imgs[[1, 0, 2]], 3, "naturalness")["result"]
+            again = model.score([imgs[[1, 0]].permute(0, 3, 1, 2)])
+        finally:
+            model.scorer.score = calls
+    assert first[0]["warning"].startswith("input 0[0]: flagged: nearly uniform")
+    assert best[2][-1] == 1                                       # the black frame, now at position 1, last
+    assert again.warnings == {1: "input 0[1]: " + first[0]["warning"].split(": ", 1)[1]}
+
+
+def test_score_cache_is_bounded_in_entries_and_bytes():
+    value = runtime.CachedScore(1.0, 2.0, 3.0)
+    cache = runtime.ScoreCache(max_entries=3, max_bytes=1 << 20)
+    for i in range(5):
+        cache.put(("m", bytes([i])), value)
+    assert len(cache) == 3 and cache.get(("m", bytes([0]))) is None         # oldest out first
+    assert cache.get(("m", bytes([2]))) == value                            # used: now the newest
+    cache.put(("m", bytes([5])), value)
+    assert cache.get(("m", bytes([3]))) is None and cache.get(("m", bytes([2]))) == value
+    assert cache.nbytes == 3 * runtime.ScoreCache.ENTRY_BYTES
+    small = runtime.ScoreCache(max_entries=100, max_bytes=2 * runtime.ScoreCache.ENTRY_BYTES + 10)
+    small.put(("m", b"a"), value)
+    small.put(("m", b"b"), value)
+    small.put(("m", b"c"), runtime.CachedScore(math.nan, math.nan, math.nan, "x" * 20))    # 340 bytes
+    assert len(small) == 1 and small.get(("m", b"c")) is not None and small.nbytes <= small.max_bytes
+    small.put(("m", b"d"), runtime.CachedScore(math.nan, math.nan, math.nan, "x" * 10_000))  # too big alone
+    assert small.get(("m", b"d")) is None and small.nbytes <= small.max_bytes
+    small.clear()
+    assert len(small) == 0 and small.nbytes == 0
+    with pytest.raises(ValueError, match="cache bounds"):
+        runtime.ScoreCache(max_entries=-1)
+
+
+def test_fingerprint_sees_every_pixel_dtype_and_shape():
+    a = torch.rand(2, 64, 48, 3)
+    fp = runtime.fingerprint(a)
+    assert runtime.fingerprint(a.clone()) == fp and len(fp) == 32
+    b = a.clone()
+    b[1, 63, 47, 2] = torch.nextafter(b[1, 63, 47, 2], torch.tensor(2.0))     # the last value, one ulp
+    assert runtime.fingerprint(b) != fp
+    assert runtime.fingerprint(a.reshape(2, 48, 64, 3)) != fp                   # same bytes, other shape
+    assert runtime.fingerprint(a.double()) != fp
+    assert runtime.fingerprint(a.to(torch.bfloat16)) != runtime.fingerprint(a.to(torch.float16))
+    # the nodes' channels-first view of ComfyUI's images: read without a copy, every pixel seen
+    view = a.permute(0, 3, 1, 2)
+    assert runtime.fingerprint(view[1:2]) == runtime.fingerprint(a.clone().permute(0, 3, 1, 2)[1:2])
+    assert runtime.fingerprint(view[1:2]) != runtime.fingerprint(b.permute(0, 3, 1, 2)[1:2])
+    assert runtime.fingerprint(view[1:2]) != runtime.fingerprint(view[0:1])
+    assert runtime.fingerprint(view) != runtime.fingerprint(view.contiguous())       # same values, other layout
