@@ -1,7 +1,7 @@
 """ComfyUI nodes (V1 API): load a naturalness model, score, filter, keep the best of N, preview.
 
 Images are ComfyUI ``IMAGE`` tensors ``[B, H, W, C]``, float in [0, 1]. All scoring goes
-through ``joint_core.NaturalnessScorer`` (via :class:`runtime.NaturalnessModel`); these
+through ``joint_core.NaturalnessScorer`` (via :class:`host.NaturalnessModel`); these
 classes only check inputs, pick images and latents by the scores, and format what is shown.
 
 Empty results: an output that would hold no image (nothing passed the threshold, every image
@@ -20,8 +20,8 @@ from torch import Tensor
 
 from joint_core.result import AXES, check_axis, check_threshold, check_weights, describe_by
 
-from . import annotate, runtime
-from .runtime import NaturalnessModel
+from . import annotate, host
+from .host import NaturalnessModel
 
 MODEL_TYPE = "NATURALNESS_MODEL"
 CATEGORY = "image/naturalness"
@@ -122,7 +122,7 @@ def _empty(if_empty: str, node: str, what: str) -> Any:
         raise ValueError(f"{node}: {what} (if_empty = 'error')")
     if if_empty not in IF_EMPTY:
         raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
-    return runtime.blocker(None)
+    return host.blocker(None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,12 +140,12 @@ class LoadNaturalnessModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (runtime.model_choices(), {
+            "model_name": (host.model_choices(), {
                 "tooltip": "A model folder from models/naturalness/, or the default model shipped with joint."}),
-            "device": (runtime.DEVICE_CHOICES, {
+            "device": (host.DEVICE_CHOICES, {
                 "default": "default", "tooltip": "'default': ComfyUI's device; the model waits on ComfyUI's "
                                                  "offload device (usually the CPU) between runs."}),
-            "dtype": (runtime.DTYPE_CHOICES, {
+            "dtype": (host.DTYPE_CHOICES, {
                 "default": "default", "tooltip": "'default': bf16 (or fp16) on CUDA GPUs, fp32 elsewhere."}),
         }}
 
@@ -156,12 +156,12 @@ class LoadNaturalnessModel:
     CATEGORY = CATEGORY
 
     def load(self, model_name: str, device: str = "default", dtype: str = "default"):
-        return (runtime.load_naturalness_model(model_name, device, dtype),)
+        return (host.load_naturalness_model(model_name, device, dtype),)
 
     @classmethod
     def IS_CHANGED(cls, model_name: str, device: str = "default", dtype: str = "default"):
         try:
-            return runtime.model_signature(runtime.resolve_choice(model_name)[1])
+            return host.model_signature(host.resolve_choice(model_name)[1])
         except Exception as e:  # reported by load() with its full message
             return f"unavailable: {e}"
 
@@ -196,7 +196,7 @@ class ScoreNaturalness:
         batches = [b for b in batches if b.shape[0] > 0]
         if not batches:
             report = "no images to score"
-            nothing = runtime.blocker(None)
+            nothing = host.blocker(None)
             return {"ui": {"text": [report], "scores": []}, "result": ([nothing], [nothing], [nothing], report)}
         sizes = [(int(b.shape[2]), int(b.shape[1])) for b in batches for _ in range(b.shape[0])]
         result = model.score([_bchw(b) for b in batches], batch_size=batch_size)
@@ -342,7 +342,7 @@ class BestOfN:
         sel = torch.tensor(order, dtype=torch.long, device=images.device)
         ranked = result.scores(by)
         label = describe_by(result.resolve_by(by))
-        out_latent = _select_latent(latent, order, n) if latent is not None else runtime.blocker(
+        out_latent = _select_latent(latent, order, n) if latent is not None else host.blocker(
             f"{node}: its 'latent' output needs the 'latent' input connected (the LATENT decoded into the images)")
         short = f" (asked for {k}, only {len(order)} scored)" if len(order) < int(k) else ""
         lines = [f"kept {len(order)} of {n} by {label}{short}"]
@@ -402,7 +402,7 @@ class PreviewNaturalness:
         model = _check_model(naturalness_model, node)
         images = _check_images(images, node)
         if images.shape[0] == 0:
-            return {"ui": {"images": [], "text": ["no images"]}, "result": (runtime.blocker(None),)}
+            return {"ui": {"images": [], "text": ["no images"]}, "result": (host.blocker(None),)}
         result = model.score([_bchw(images)], batch_size=int(batch_size))
         captions = []
         for i in range(len(result)):
@@ -413,7 +413,7 @@ class PreviewNaturalness:
                 captions.append(f"#{i} N {float(result.naturalness[i]):.2f}  T {float(result.technical[i]):.2f}"
                                 f"  R {float(result.rationality[i]):.2f}{flag}")
         annotated = annotate.draw_captions(images, captions)
-        previews = runtime.save_previews(annotate.to_pil(annotated))
+        previews = host.save_previews(annotate.to_pil(annotated))
         sizes = [(int(images.shape[2]), int(images.shape[1]))] * len(result)
         report = "\n".join([f"{result.summary()} - {model.describe()}"] + _table(result, sizes))
         return {"ui": {"images": previews, "text": [report]}, "result": (annotated.to(images.device),)}

@@ -30,7 +30,7 @@ from joint_core import NaturalnessScorer, NoModelError
 from conftest import REPO
 
 comfyui_joint = pytest.importorskip("comfyui_joint")
-from comfyui_joint import nodes, runtime  # noqa: E402
+from comfyui_joint import nodes, host  # noqa: E402
 
 AXES = ("technical", "rationality", "naturalness")
 
@@ -144,7 +144,7 @@ def comfy(tmp_path, monkeypatch, tiny_model_dir):
     """A fake ComfyUI with the tiny model installed as models/naturalness/tiny."""
     monkeypatch.setenv("JOINT_HOME", str(tmp_path / "joint-home"))   # no user-cache model
     fake = FakeComfy(tmp_path / "comfy", monkeypatch)
-    runtime.register_model_folder()
+    host.register_model_folder()
     shutil.copytree(tiny_model_dir, fake.models_dir / "naturalness" / "tiny")
     return fake
 
@@ -358,18 +358,18 @@ def test_model_folder_and_choices(comfy, tmp_path, tiny_model_dir, monkeypatch):
     shutil.copy(tiny_model_dir / "model.safetensors", extra / "sub" / "custom.safetensors")
     (extra / "notes.txt").write_text("not a model")
     fp.folder_names_and_paths["naturalness"] = ([str(extra)], set())
-    assert runtime.register_model_folder() == [default, str(extra)]
+    assert host.register_model_folder() == [default, str(extra)]
     assert fp.folder_names_and_paths["naturalness"][1] == {".safetensors"}
-    assert runtime.register_model_folder() == [default, str(extra)]            # idempotent
+    assert host.register_model_folder() == [default, str(extra)]            # idempotent
     choices = nodes.LoadNaturalnessModel.INPUT_TYPES()["required"]["model_name"][0]
     assert choices == ["default (shipped)", "flat", "sub/v2", "tiny"]
     fp.folder_names_and_paths["naturalness"] = ([default, str(extra / "flat")], {".safetensors"})
-    assert runtime.model_choices() == ["default (shipped)", "model.safetensors", "tiny"]
+    assert host.model_choices() == ["default (shipped)", "model.safetensors", "tiny"]
     loaded = nodes.LoadNaturalnessModel().load("model.safetensors")[0]
     assert loaded.path == extra / "flat" and loaded.name == "model.safetensors"
     # a model installed by `joint convert` into the user cache is offered second
     shutil.copytree(tiny_model_dir, tmp_path / "joint-home" / "default")
-    assert runtime.model_choices()[:2] == ["default (shipped)", "user default (joint convert)"]
+    assert host.model_choices()[:2] == ["default (shipped)", "user default (joint convert)"]
     b = nodes.LoadNaturalnessModel().load("user default (joint convert)")[0]
     assert b.path == tmp_path / "joint-home" / "default"
     with pytest.raises(FileNotFoundError, match="no model 'sub/custom.safetensors'"):
@@ -391,10 +391,10 @@ def test_loader_reuses_a_loaded_model_and_reloads_changed_files(comfy):
     assert nodes.LoadNaturalnessModel.IS_CHANGED("tiny") != sig
     assert loader.load("tiny")[0] is not first                            # files changed: reload
     # nothing holds a model any more (ComfyUI dropped its cache): it is freed
-    key_count = len(runtime._CACHE)
+    key_count = len(host._CACHE)
     del first, other
     gc.collect()
-    assert len(runtime._CACHE) < key_count
+    assert len(host._CACHE) < key_count
 
 
 def test_no_model_installed_says_where_to_put_one(comfy, isolated_models):
@@ -418,10 +418,10 @@ def test_without_comfyui_the_loader_offers_the_default_only(monkeypatch, tmp_pat
     for name in ("folder_paths", "comfy", "comfy.utils", "comfy.model_management"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setenv("JOINT_HOME", str(tmp_path))
-    assert runtime.register_model_folder() is None
-    assert runtime.model_choices() == ["default (shipped)"]
-    assert runtime.placement("default")[0] == runtime.placement("default")[1]
-    assert type(runtime.blocker(None)).__name__ == "ExecutionBlocker"
+    assert host.register_model_folder() is None
+    assert host.model_choices() == ["default (shipped)"]
+    assert host.placement("default")[0] == host.placement("default")[1]
+    assert type(host.blocker(None)).__name__ == "ExecutionBlocker"
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,7 +645,7 @@ def test_model_runs_on_comfyuis_device_and_waits_on_its_offload_device(comfy):
             return self
 
     gpu = torch.device("meta")          # stands for a GPU here: anything that is not the CPU
-    m = runtime.NaturalnessModel(Scorer(), "x", Path("x"), gpu, torch.device("cpu"))
+    m = host.NaturalnessModel(Scorer(), "x", Path("x"), gpu, torch.device("cpu"))
     with m.on_device(batch_size=4, max_pixels=1000):
         assert moves == [gpu]
     assert moves == [gpu, torch.device("cpu")] and comfy.emptied == 1
@@ -656,8 +656,8 @@ def test_model_runs_on_comfyuis_device_and_waits_on_its_offload_device(comfy):
             raise InterruptProcessingException()
     assert moves[-1] == torch.device("cpu") and comfy.emptied == 2
     comfy.torch_device, comfy.offload_device = gpu, torch.device("cpu")
-    assert runtime.placement("default") == (gpu, torch.device("cpu"))
-    assert runtime.placement("cpu") == (torch.device("cpu"), torch.device("cpu"))
+    assert host.placement("default") == (gpu, torch.device("cpu"))
+    assert host.placement("cpu") == (torch.device("cpu"), torch.device("cpu"))
 
 
 def test_inputs_are_checked_with_clear_messages(comfy, model):
@@ -712,41 +712,41 @@ def test_flags_survive_the_cache(comfy, model):
 
 
 def test_score_cache_is_bounded_in_entries_and_bytes():
-    value = runtime.CachedScore(1.0, 2.0, 3.0)
-    cache = runtime.ScoreCache(max_entries=3, max_bytes=1 << 20)
+    value = host.CachedScore(1.0, 2.0, 3.0)
+    cache = host.ScoreCache(max_entries=3, max_bytes=1 << 20)
     for i in range(5):
         cache.put(("m", bytes([i])), value)
     assert len(cache) == 3 and cache.get(("m", bytes([0]))) is None         # oldest out first
     assert cache.get(("m", bytes([2]))) == value                            # used: now the newest
     cache.put(("m", bytes([5])), value)
     assert cache.get(("m", bytes([3]))) is None and cache.get(("m", bytes([2]))) == value
-    assert cache.nbytes == 3 * runtime.ScoreCache.ENTRY_BYTES
-    small = runtime.ScoreCache(max_entries=100, max_bytes=2 * runtime.ScoreCache.ENTRY_BYTES + 10)
+    assert cache.nbytes == 3 * host.ScoreCache.ENTRY_BYTES
+    small = host.ScoreCache(max_entries=100, max_bytes=2 * host.ScoreCache.ENTRY_BYTES + 10)
     small.put(("m", b"a"), value)
     small.put(("m", b"b"), value)
-    small.put(("m", b"c"), runtime.CachedScore(math.nan, math.nan, math.nan, "x" * 20))    # 340 bytes
+    small.put(("m", b"c"), host.CachedScore(math.nan, math.nan, math.nan, "x" * 20))    # 340 bytes
     assert len(small) == 1 and small.get(("m", b"c")) is not None and small.nbytes <= small.max_bytes
-    small.put(("m", b"d"), runtime.CachedScore(math.nan, math.nan, math.nan, "x" * 10_000))  # too big alone
+    small.put(("m", b"d"), host.CachedScore(math.nan, math.nan, math.nan, "x" * 10_000))  # too big alone
     assert small.get(("m", b"d")) is None and small.nbytes <= small.max_bytes
     small.clear()
     assert len(small) == 0 and small.nbytes == 0
     with pytest.raises(ValueError, match="cache bounds"):
-        runtime.ScoreCache(max_entries=-1)
+        host.ScoreCache(max_entries=-1)
 
 
 def test_fingerprint_sees_every_pixel_dtype_and_shape():
     a = torch.rand(2, 64, 48, 3)
-    fp = runtime.fingerprint(a)
-    assert runtime.fingerprint(a.clone()) == fp and len(fp) == 32
+    fp = host.fingerprint(a)
+    assert host.fingerprint(a.clone()) == fp and len(fp) == 32
     b = a.clone()
     b[1, 63, 47, 2] = torch.nextafter(b[1, 63, 47, 2], torch.tensor(2.0))     # the last value, one ulp
-    assert runtime.fingerprint(b) != fp
-    assert runtime.fingerprint(a.reshape(2, 48, 64, 3)) != fp                   # same bytes, other shape
-    assert runtime.fingerprint(a.double()) != fp
-    assert runtime.fingerprint(a.to(torch.bfloat16)) != runtime.fingerprint(a.to(torch.float16))
+    assert host.fingerprint(b) != fp
+    assert host.fingerprint(a.reshape(2, 48, 64, 3)) != fp                   # same bytes, other shape
+    assert host.fingerprint(a.double()) != fp
+    assert host.fingerprint(a.to(torch.bfloat16)) != host.fingerprint(a.to(torch.float16))
     # the nodes' channels-first view of ComfyUI's images: read without a copy, every pixel seen
     view = a.permute(0, 3, 1, 2)
-    assert runtime.fingerprint(view[1:2]) == runtime.fingerprint(a.clone().permute(0, 3, 1, 2)[1:2])
-    assert runtime.fingerprint(view[1:2]) != runtime.fingerprint(b.permute(0, 3, 1, 2)[1:2])
-    assert runtime.fingerprint(view[1:2]) != runtime.fingerprint(view[0:1])
-    assert runtime.fingerprint(view) != runtime.fingerprint(view.contiguous())       # same values, other layout
+    assert host.fingerprint(view[1:2]) == host.fingerprint(a.clone().permute(0, 3, 1, 2)[1:2])
+    assert host.fingerprint(view[1:2]) != host.fingerprint(b.permute(0, 3, 1, 2)[1:2])
+    assert host.fingerprint(view[1:2]) != host.fingerprint(view[0:1])
+    assert host.fingerprint(view) != host.fingerprint(view.contiguous())       # same values, other layout

@@ -262,10 +262,10 @@ def test_broken_python_objects_fail_alone(tmp_path, tiny_scorer):
 
 
 def test_comfyui_nodes_refuse_meta_and_sparse_images_by_name(tiny_model_dir):
-    from comfyui_joint import nodes, runtime
+    from comfyui_joint import nodes, host
 
     scorer = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
-    model = runtime.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
+    model = host.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
     for images in (torch.empty(2, 32, 32, 3, device="meta"), torch.rand(2, 32, 32, 3).to_sparse()):
         calls = {
             "Score Naturalness": lambda im: nodes.ScoreNaturalness().score([model], [im]),
@@ -309,10 +309,10 @@ def test_ambiguous_layout_warns_and_layout_decides(tiny_scorer):
 
 
 def test_comfyui_image_three_pixels_high_is_read_right(tiny_model_dir):
-    from comfyui_joint import nodes, runtime
+    from comfyui_joint import nodes, host
 
     scorer = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
-    model = runtime.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
+    model = host.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
     rows = np.ascontiguousarray(photo("coffee")[200:204, :64])          # 4 pixels high: H = 4 = RGBA?
     image = torch.from_numpy(rows.astype(np.float32) / 255)[None]       # ComfyUI IMAGE [1, 4, 64, 3]
     with warnings.catch_warnings():
@@ -422,9 +422,9 @@ def test_scorer_flags_degenerate_images_which_would_otherwise_win(default_scorer
 
 
 def test_best_of_n_node_and_filter_node_pass_photos_not_frames(default_scorer, corpus):
-    from comfyui_joint import nodes, runtime
+    from comfyui_joint import nodes, host
 
-    model = runtime.NaturalnessModel(default_scorer, "default", Path("."), torch.device("cpu"),
+    model = host.NaturalnessModel(default_scorer, "default", Path("."), torch.device("cpu"),
                                      torch.device("cpu"))
     names = PHOTOS + DEGENERATE
     batch = torch.from_numpy(np.stack([corpus[n] for n in names]).astype(np.float32) / 255)
@@ -583,10 +583,10 @@ def test_api_argument_types_are_named(tiny_scorer):
 
 
 def test_comfyui_filter_and_preview_refuse_empty_images_and_nan_thresholds(tiny_model_dir):
-    from comfyui_joint import nodes, runtime
+    from comfyui_joint import nodes, host
 
     scorer = NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
-    model = runtime.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
+    model = host.NaturalnessModel(scorer, "tiny", tiny_model_dir, torch.device("cpu"), torch.device("cpu"))
     for shape in ((1, 0, 64, 3), (2, 64, 0, 3)):
         with pytest.raises(ValueError, match=r"Filter by Naturalness: input 'images' has images without pixels"):
             nodes.FilterByNaturalness().filter(model, torch.rand(*shape), "naturalness", 3.0)

@@ -1,4 +1,4 @@
-"""What the nodes need from ComfyUI, in one place, and what happens without it.
+"""The ComfyUI host integration: what the nodes need from ComfyUI, in one place, and what happens without it.
 
 - the ``naturalness`` model folder (``folder_paths``; ``extra_model_paths.yaml`` can add more),
 - loading a model once per (file, device, dtype) while something still holds it,
