@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from .common import EXIT_ERROR, safe_streams
 
-COMMANDS = ("score", "filter", "merge", "convert", "info")
+COMMANDS = ("score", "filter", "merge", "report", "convert", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

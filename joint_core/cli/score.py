@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         rate = outcome.scored / outcome.seconds if outcome.seconds > 0 else 0.0
         print(f"{n_ok}/{outcome.total} images scored" + (f", {outcome.total_failed} failed" if outcome.total_failed
                                                           else "")
+              + (f", {outcome.total_flagged} flagged (ranked last)" if outcome.total_flagged else "")
               + f" with {scorer.source.describe() if scorer.source else 'model'}; scores on the "
               f"{scorer.config.score_range[0]:g}-{scorer.config.score_range[1]:g} scale, higher is better"
               + (f" ({outcome.scored} this run, {rate:.1f} img/s)" if args.resume or outcome.scored > 100 else ""))
@@ -223,17 +224,18 @@ def _select(args: argparse.Namespace, scorer, collected: Optional[List[Dict[str,
         result = result_from_rows(collected or [], scorer.config.ranking)
         rows = [collected[i] for i in result.keep(args.sort, k=args.top, sort=True, descending=descending)]
     if not args.quiet:
-        p = _Printer(quiet=False)
+        p = _Printer(quiet=False, messages=False)   # the run printed them as they came
         p.rows(rows)
         p.flush()
     return EXIT_OK
 
 
 class _Printer:
-    """The table on stdout, rows as they come (above the progress bar), failures on stderr."""
+    """The table on stdout, rows as they come (above the progress bar), failures and flagged
+    images (``joint: warning: ...``) on stderr."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, messages: bool = True):
+        self.quiet, self.messages = quiet, messages   # messages: False when they were printed already
         self.header = False
 
     def rows(self, records: List[Dict[str, Any]]) -> None:
@@ -241,8 +243,12 @@ class _Printer:
 
         lines = []
         for r in records:
-            if r.get("error"):
+            if not self.messages:
+                pass
+            elif r.get("error"):
                 tqdm.write(f"joint: skipped {show(r['error'], sys.stderr)}", file=sys.stderr)
+            elif r.get("warning"):
+                tqdm.write(f"joint: warning: {show(r['warning'], sys.stderr)}", file=sys.stderr)
             if self.quiet:
                 continue
             if not self.header:
@@ -261,4 +267,5 @@ def format_row(r: Dict[str, Any]) -> str:
     name = show(r["source"])
     if r.get("error") or r.get("naturalness") is None:
         return f"{'-':>10} {'-':>12} {'-':>12}  {name}  (unreadable)"
-    return f"{r['technical']:>10.4f} {r['rationality']:>12.4f} {r['naturalness']:>12.4f}  {name}"
+    return (f"{r['technical']:>10.4f} {r['rationality']:>12.4f} {r['naturalness']:>12.4f}  {name}"
+            + ("  (flagged)" if r.get("warning") else ""))

@@ -27,6 +27,8 @@ from .sources import KeySetHash, Source, _encode_key, shard
 META_FORMAT = 1
 SORT_LIMIT = int(os.environ.get("JOINT_SORT_LIMIT", "2000000"))
 
+FAILED, FLAGGED = 1, 2   # states of rows already in a score file (0: scored)
+
 Engine = Callable[[Iterator[Sample]], Iterable[List[Dict[str, Any]]]]
 
 
@@ -85,6 +87,7 @@ class Plan:
     expected_keys: str = ""          # order-free fingerprint of this shard's ids
     done: int = 0                    # of these, already in the score file
     done_failed: int = 0
+    done_flagged: int = 0
     skipped: Dict[str, int] = field(default_factory=dict)
 
     @property
@@ -96,8 +99,10 @@ class Plan:
 class Outcome:
     scored: int = 0          # this run
     failed: int = 0          # this run
+    flagged: int = 0         # this run: scored with a warning (ranked last)
     total: int = 0           # rows of this shard's inputs in the file (or printed), all runs
     total_failed: int = 0
+    total_flagged: int = 0
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -115,7 +120,7 @@ class ScoreJob:
         self.source, self.out, self.shard_spec, self.mode = source, out, shard_spec, mode
         self.sink: Optional[Sink] = None
         self._created = False
-        self.done: Dict[str, bool] = {}   # id -> failed, for the rows already in the file
+        self.done: Dict[str, int] = {}   # id -> FAILED, FLAGGED or 0, for the rows already in the file
         self.meta: Optional[Dict[str, Any]] = None
         self.model: Optional[Dict[str, Any]] = None
         self._plan: Optional[Plan] = None
@@ -127,7 +132,8 @@ class ScoreJob:
             self.sink = Sink(out, mode)   # creates the file: cannot write -> error before any work
             if mode == "resume":
                 for rec in read_rows(out):
-                    self.done[rec["source"]] = rec["error"] is not None
+                    self.done[rec["source"]] = (FAILED if rec["error"] is not None
+                                                else FLAGGED if rec.get("warning") else 0)
 
     def discard_if_unused(self) -> None:
         """Remove the score file this job created if nothing was written (a failure before the
@@ -183,7 +189,8 @@ class ScoreJob:
             keys.add(s.key)
             if s.key in self.done:
                 p.done += 1
-                p.done_failed += int(self.done[s.key])
+                p.done_failed += self.done[s.key] == FAILED
+                p.done_flagged += self.done[s.key] == FLAGGED
         p.inputs_sha256 = ordered.hexdigest()
         p.expected, p.expected_keys = keys.count, keys.hexdigest()
         p.skipped = dict(self.source.skipped)
@@ -225,7 +232,7 @@ class ScoreJob:
         from ..scorer import NaturalnessScorer
 
         plan = self._plan or self.plan()
-        out = Outcome(total=plan.done, total_failed=plan.done_failed)
+        out = Outcome(total=plan.done, total_failed=plan.done_failed, total_flagged=plan.done_flagged)
         if self.out is not None:
             write_meta(self.out, self.describe(False, self.sink.rows))
         bar = NaturalnessScorer._progress_bar(plan.expected, 0, progress, initial=plan.done)
@@ -235,10 +242,13 @@ class ScoreJob:
                 if self.sink is not None:
                     self.sink.write(records)
                 bad = sum(1 for r in records if r.get("error"))
+                flagged = sum(1 for r in records if r.get("warning") and not r.get("error"))
                 out.scored += len(records)
                 out.failed += bad
+                out.flagged += flagged
                 out.total += len(records)
                 out.total_failed += bad
+                out.total_flagged += flagged
                 if bar is not None:
                     bar.update(len(records))
                 if on_batch is not None:
@@ -283,8 +293,10 @@ def result_from_rows(rows: List[Dict[str, Any]], default_by: Any = "naturalness"
             for ax in AXES}
     errors = {i: r["error"] for i, r in enumerate(rows) if r["error"] is not None or r["naturalness"] is None}
     errors = {i: (m if m is not None else f"{rows[i]['source']}: no score") for i, m in errors.items()}
+    flagged = {i: r["warning"] for i, r in enumerate(rows) if r.get("warning") and i not in errors}
     return ScoreResult(cols["technical"], cols["rationality"], cols["naturalness"],
-                       [r["source"] for r in rows], errors, tuple(score_range), default_by=default_by)
+                       [r["source"] for r in rows], errors, tuple(score_range), default_by=default_by,
+                       warnings=flagged)
 
 
 def sort_output(out: str, by: Any, k: Optional[int], descending: bool, default_by: Any = "naturalness",

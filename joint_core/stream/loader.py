@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from ..preprocess.images import ImageItem, _items_from, load_one
+from ..preprocess.images import (ImageInputError, ImageItem, ImageLimits, check_layout, load_items, load_one,
+                                 open_regular)
 
 
 class Sample(NamedTuple):
@@ -50,40 +51,49 @@ def as_sample(obj: Any, position: int) -> Sample:
     return Sample(f"input {position}", obj=obj)
 
 
-def load_sample(sample: Sample) -> List[ImageItem]:
+def load_sample(sample: Sample, limits: Optional[ImageLimits] = None, layout: str = "auto"
+                ) -> List[ImageItem]:
     """Decode one sample; never raises. In-memory batches (a ``[B,3,H,W]`` tensor) give several
-    items, everything else one."""
+    items, everything else one. ``limits`` and ``layout`` as for
+    :func:`~joint_core.preprocess.images.collect_images` (the scorer passes its own)."""
     if sample.error is not None:
         return [ImageItem(sample.key, error=sample.error)]
     if sample.path is not None:
-        item = load_one(sample.path)
+        item = load_one(sample.path, limits=limits)
         if sample.key != sample.path:  # a path made absolute for a remote worker: name it as given
             item.source = sample.key
-            if item.error is not None and item.error.startswith(sample.path):
-                item.error = sample.key + item.error[len(sample.path):]
+            for field in ("error", "warning"):
+                text = getattr(item, field)
+                if text is not None and text.startswith(sample.path):
+                    setattr(item, field, sample.key + text[len(sample.path):])
         return [item]
     if sample.data is not None:
-        return [load_one(sample.data, source=sample.key)]
+        return [load_one(sample.data, source=sample.key, limits=limits)]
     if sample.member is not None:
         tar, offset, size = sample.member
         try:
-            with open(tar, "rb") as f:
+            with open_regular(tar, what="a tar file") as f:
                 f.seek(offset)
                 data = f.read(size)
+        except ImageInputError as e:
+            return [ImageItem(sample.key, error=f"{sample.key}: {e}")]
         except OSError as e:
             return [ImageItem(sample.key, error=f"{sample.key}: cannot read {tar} ({e.strerror or e})")]
         if len(data) != size:
             return [ImageItem(sample.key, error=f"{sample.key}: {tar} is truncated")]
-        return [load_one(data, source=sample.key)]
-    return _items_from(sample.obj, label=sample.key)
+        return [load_one(data, source=sample.key, limits=limits)]
+    return load_items(sample.obj, label=sample.key, limits=limits, layout=layout)
 
 
 class _SampleDataset(torch.utils.data.Dataset):
     """Map-style dataset whose "indices" are the samples themselves: the batch sampler streams
     samples from the main process, the workers decode them."""
 
+    def __init__(self, limits: Optional[ImageLimits] = None, layout: str = "auto"):
+        self.limits, self.layout = limits, layout
+
     def __getitem__(self, sample: Sample) -> List[ImageItem]:
-        return load_sample(sample)
+        return load_sample(sample, self.limits, self.layout)
 
     def __len__(self) -> int:  # pragma: no cover - never asked: the batch sampler drives the loader
         raise TypeError("streamed dataset has no length")
@@ -138,10 +148,14 @@ def available_cores() -> int:
 
 
 def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
-                 prefetch: int = 2) -> Iterator[List[ImageItem]]:
+                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto"
+                 ) -> Iterator[List[ImageItem]]:
     """Decode ``samples`` (:class:`Sample` objects, paths or in-memory images) in ``num_workers``
     processes (0: in this process) and yield lists of at most ``batch_size`` items, in input order.
-    At most ``num_workers * prefetch`` batches are decoded ahead."""
+    At most ``num_workers * prefetch`` batches are decoded ahead. ``limits`` bound the work per
+    image (the scorer's :attr:`~joint_core.scorer.NaturalnessScorer.limits`); ``layout`` reads
+    in-memory arrays and tensors."""
+    check_layout(layout)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
@@ -150,7 +164,7 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
         raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
     stream = (as_sample(obj, i) for i, obj in enumerate(samples))
     loader = torch.utils.data.DataLoader(
-        _SampleDataset(), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
+        _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
         collate_fn=_collate, prefetch_factor=prefetch if num_workers else None)
     it = iter(loader)
     pending: List[ImageItem] = []

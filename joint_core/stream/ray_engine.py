@@ -128,7 +128,12 @@ class ScoreActor:
         import pyarrow as pa
 
         samples = [_row_sample(row) for row in batch.to_pylist()]
-        loaded = list(self.pool.map(load_sample, samples)) if self.pool else [load_sample(s) for s in samples]
+        limits = self.scorer.limits   # the same per-image bounds as a local run
+
+        def load(s: Sample):
+            return load_sample(s, limits)
+
+        loaded = list(self.pool.map(load, samples)) if self.pool else [load(s) for s in samples]
         res = self.scorer.score_items([parts[0] for parts in loaded])
         return pa.table({
             "key": pa.array([_enc(s.key) for s in samples], pa.binary()),
@@ -136,7 +141,12 @@ class ScoreActor:
             "rationality": pa.array(res.rationality.double().numpy(), pa.float64()),
             "naturalness": pa.array(res.naturalness.double().numpy(), pa.float64()),
             "error": pa.array([res.errors.get(i) for i in range(len(samples))], pa.string()),
+            "warning": pa.array(_warnings(res, len(samples)), pa.string()),
         })
+
+
+def _warnings(res: Any, n: int) -> List[Optional[str]]:
+    return [None if i in res.errors else res.warnings.get(i) for i in range(n)]
 
 
 def actor_model(scorer: Any, ray: Any) -> Any:
@@ -275,6 +285,7 @@ def _records(batch: Any) -> List[Dict[str, Any]]:
             v = row[ax]
             rec[ax] = None if v is None or v != v else v
         rec["error"] = row["error"]
+        rec["warning"] = row.get("warning")
         out.append(rec)
     return out
 
@@ -282,7 +293,7 @@ def _records(batch: Any) -> List[Dict[str, Any]]:
 def score_dataset(ds: Any, scorer: Any, column: str = "image", id_column: Optional[str] = None,
                   batch_size: int = 16, actors: Optional[int] = None, num_gpus: Optional[float] = None,
                   num_cpus: float = 1.0, dtype: str = "auto") -> Any:
-    """Add ``technical``, ``rationality``, ``naturalness`` and ``error`` columns to a
+    """Add ``technical``, ``rationality``, ``naturalness``, ``error`` and ``warning`` columns to a
     ``ray.data.Dataset`` whose ``column`` holds image paths or encoded image bytes (or Hugging
     Face ``{bytes, path}`` structs). Lazy, like any Ray Data transform; ``id_column`` (default:
     the path, else the row's position in its batch) names rows in errors.
@@ -316,12 +327,13 @@ class _DatasetScorer:
         for i, value in enumerate(df[self.column].tolist()):
             key = str(df[self.id_column].iloc[i]) if self.id_column else None
             samples.append(_value_sample(value, key, i))
-        loaded = [load_sample(s)[0] for s in samples]
+        loaded = [load_sample(s, self.actor.scorer.limits)[0] for s in samples]
         res = self.actor.scorer.score_items(loaded)
         out = df.copy()
         for ax in ("technical", "rationality", "naturalness"):
             out[ax] = getattr(res, ax).double().numpy()
         out["error"] = [res.errors.get(i) for i in range(len(samples))]
+        out["warning"] = _warnings(res, len(samples))
         return out
 
 

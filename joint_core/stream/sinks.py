@@ -12,8 +12,11 @@ Formats (by the suffix of ``--out``):
   table. Rows since the last part wait in ``_journal-NNNNN.jsonl`` in the folder and become the
   next part every :data:`ROWS_PER_PART` rows and at the end. Needs pyarrow (the ``parquet`` extra).
 
-Every format has the columns ``source, technical, rationality, naturalness, error`` (Parquet
-also ``source_bytes``: the raw file name when it is not valid UTF-8, else null).
+Every format has the columns ``source, technical, rationality, naturalness, error, warning``
+(``warning``: why a score should not be trusted as is - a nearly uniform or black frame, noise, a
+cropped panorama - such images rank last; Parquet also ``source_bytes``: the raw file name when it
+is not valid UTF-8, else null). Files without a ``warning`` column (older ones) are read as having
+no warnings.
 
 File names that are not valid UTF-8 round-trip: CSV keeps their bytes as they are (read them
 back with ``errors="surrogateescape"``), JSON escapes them (``\\udcff``, read back by any JSON
@@ -30,7 +33,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-FIELDS = ("source", "technical", "rationality", "naturalness", "error")
+FIELDS = ("source", "technical", "rationality", "naturalness", "error", "warning")
+REQUIRED = FIELDS[:5]     # what a score file must have to be read; ``warning`` came later
 AXES = ("technical", "rationality", "naturalness")
 FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 ROWS_PER_PART = 65536
@@ -92,13 +96,14 @@ def _csv_record(row: List[str], header: List[str], where: str, extra: Tuple[str,
     if len(row) != len(header):
         raise OutputError(f"{where}: expected {len(header)} columns ({', '.join(header)}), got {len(row)}")
     cells = dict(zip(header, row))
-    rec: Dict[str, Any] = {k: cells[k] for k in FIELDS}
+    rec: Dict[str, Any] = {k: cells.get(k, "") for k in FIELDS}
     try:
         for k in AXES:
             rec[k] = float(rec[k]) if rec[k] != "" else None
     except ValueError as e:
         raise OutputError(f"{where}: not a score ({e})") from None
     rec["error"] = rec["error"] or None
+    rec["warning"] = rec["warning"] or None
     for k in extra:
         rec[k] = cells[k]
     return rec
@@ -165,7 +170,7 @@ def _line_records(path: Path, fmt: str, strict: bool = True, extra: Tuple[str, .
             row = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))), [])
             if header is None:
                 header = row
-                wanted = FIELDS + tuple(extra)
+                wanted = REQUIRED + tuple(extra)
                 if (tuple(row) != FIELDS) if strict else not set(wanted) <= set(row):
                     missing = [c for c in wanted if c not in row]
                     raise OutputError(f"{path}: not a joint score file (its header is {row[:8]}"
@@ -243,10 +248,11 @@ def _parquet_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, An
         try:
             pf = pq.ParquetFile(f)
             names = pf.schema_arrow.names
-            missing = [c for c in FIELDS + extra if c not in names]
+            missing = [c for c in REQUIRED + extra if c not in names]
             if missing:
                 raise OutputError(f"{f}: not a joint score file (no column {missing[0]!r})")
-            cols = list(dict.fromkeys(FIELDS + extra)) + (["source_bytes"] if "source_bytes" in names else [])
+            cols = [c for c in dict.fromkeys(FIELDS + extra) if c in names]
+            cols += ["source_bytes"] if "source_bytes" in names else []
             for batch in pf.iter_batches(columns=cols, batch_size=8192):
                 data = batch.to_pydict()
                 raw = data.get("source_bytes") or [None] * batch.num_rows
@@ -537,6 +543,7 @@ class Sink:
             "rationality": pa.array(cols["rationality"], pa.float64()),
             "naturalness": pa.array(cols["naturalness"], pa.float64()),
             "error": pa.array(cols["error"], pa.string()),
+            "warning": pa.array(cols["warning"], pa.string()),
             "source_bytes": pa.array(raw, pa.binary()),
         })
         part = Path(self.path) / f"part-{self._next:05d}.parquet"

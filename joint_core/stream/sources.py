@@ -25,10 +25,9 @@ import os
 import sys
 import tarfile
 import tempfile
-from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ..preprocess.images import IMAGE_EXTENSIONS, expand_paths
+from ..preprocess.images import IMAGE_EXTENSIONS, ImageInputError, UnreadablePath, expand_paths, open_regular
 from .loader import Sample
 
 TAR_SUFFIXES = (".tar",)
@@ -88,19 +87,17 @@ class FileList(Source):
                 self._spool.write(chunk)
             self._spool.flush()
         else:
-            p = Path(path)
-            if not p.is_file():
-                raise InputError(f"--files-from {path}: " + ("is a folder" if p.is_dir() else "no such file"))
-            self.path = p
+            self.path = path
+            self._open().close()   # fails now, by name, for a missing file, a folder, a FIFO ...
 
     def _open(self):
         if self._spool is not None:
             self._spool.seek(0)
             return os.fdopen(os.dup(self._spool.fileno()), "rb")
         try:
-            return open(self.path, "rb")
-        except OSError as e:
-            raise InputError(f"--files-from {self.path}: cannot read ({e.strerror or e})") from None
+            return open_regular(self.path, what="a list of paths")
+        except ImageInputError as e:
+            raise InputError(f"--files-from {e}") from None
 
     def samples(self) -> Iterator[Sample]:
         sep = b"\0" if self.null else b"\n"
@@ -142,17 +139,20 @@ class TarShard(Source):
         self._skipped = 0
         compressed = self.path.lower().endswith(COMPRESSED_TAR_SUFFIXES)
         try:
-            tf = tarfile.open(self.path, mode="r|*" if compressed else "r:")
-        except FileNotFoundError:
-            yield Sample(self.path, error=f"{self.path}: no such file")
+            raw = open_regular(self.path, what="a tar file")   # never blocks on a FIFO
+        except ImageInputError as e:
+            yield Sample(self.path, error=str(e))
             return
+        try:
+            tf = tarfile.open(fileobj=raw, mode="r|*" if compressed else "r:")
         except (OSError, tarfile.TarError) as e:
+            raw.close()
             yield Sample(self.path, error=f"{self.path}: not a readable tar file ({e})")
             return
         current: Optional[str] = None
         found = False
         try:
-            with tf:
+            with raw, tf:
                 while True:
                     try:
                         m = tf.next()
@@ -203,9 +203,10 @@ class Table(Source):
         self._check()
 
     def _check(self) -> None:
-        p = Path(self.path)
-        if not p.is_file():
-            raise InputError(f"{self.path}: " + ("is a folder, not a table" if p.is_dir() else "no such file"))
+        try:
+            open_regular(self.path, what="a table").close()
+        except ImageInputError as e:
+            raise InputError(str(e)) from None
         names = self._columns()
         for arg, col in (("--column", self.column), ("--id-column", self.id_column)):
             if col is not None and col not in names:
@@ -311,7 +312,9 @@ def open_inputs(paths: Iterable[str] = (), recursive: bool = False, files_from: 
             images.clear()
 
     for p in expand_paths([os.fspath(x) for x in paths], recursive=recursive):
-        if is_tar(p):
+        if isinstance(p, UnreadablePath):  # an empty folder, a pattern matching nothing: its error
+            images.append(p)
+        elif is_tar(p):
             flush()
             parts.append(TarShard(p))
         elif is_table(p):

@@ -1,0 +1,83 @@
+"""Static checks CI runs with the tests: the linter the project configures, and that no code
+needs a newer Python than pyproject.toml declares (only one Python is installed on our machines,
+so this is how the declared range is kept honest)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CODE = ["joint_core", "comfyui_joint", "diffusers_hook", "train", "benchmarks", "examples", "tests", "__init__.py"]
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if exe is None:
+        pytest.fail(f"{name} is not installed; it comes with the dev extra: pip install -e '.[dev]'")
+    return exe
+
+
+def declared_minimum_python() -> str:
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r'^requires-python\s*=\s*">=\s*(\d+\.\d+)"', text, re.M)
+    assert m, "pyproject.toml must declare requires-python = \">=X.Y\""
+    return m.group(1)
+
+
+def test_ruff_finds_nothing():
+    out = subprocess.run([_tool("ruff"), "check", "--no-cache", "."], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_code_needs_a_newer_python_than_declared():
+    target = declared_minimum_python()
+    out = subprocess.run([_tool("vermin"), f"-t={target}-", "--no-tips", "--violations", "--eval-annotations",
+                          "--backport", "dataclasses", "--backport", "typing", *CODE],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, f"code needs a newer Python than requires-python >={target}:\n{out.stdout}{out.stderr}"
+
+
+def test_one_version_everywhere():
+    from importlib.metadata import version
+
+    import joint_core
+
+    assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert version("joint-naturalness") == joint_core.__version__
+    out = subprocess.run([sys.executable, "-m", "joint_core", "--version"], capture_output=True, text=True)
+    assert out.stdout.strip() == f"joint {joint_core.__version__}"
+
+
+# the house: joint_core is the ground floor; the faces stand on it and not on each other
+ALLOWED = {
+    "joint_core": set(),
+    "comfyui_joint": {"joint_core"},
+    "diffusers_hook": {"joint_core"},
+    "train": {"joint_core"},
+}
+
+
+def _our_imports(path: Path) -> set:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(ALLOWED)
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((REPO / package).rglob("*.py")):
+            for target in _our_imports(path) - allowed - {package}:
+                wrong.append(f"{path.relative_to(REPO)} imports {target}")
+    assert not wrong, "arrows must point to joint_core only:\n" + "\n".join(wrong)
