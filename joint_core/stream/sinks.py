@@ -341,11 +341,31 @@ class _LineFile:
             self.f.close()
 
 
+_HELD_LOCKS: set = set()   # descriptors of the locks this process holds
+
+
+def _close_locks_in_child() -> None:
+    """A forked child (a DataLoader decoding worker) must not keep the parent's lock: a flock
+    belongs to the open file, which the child shares, so a worker that outlives a killed parent
+    by a few seconds would block the resume. The parent's own descriptor still holds it."""
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
 class _Lock:
     """An exclusive ``flock`` on the score file's lock file for the life of a run, so that a
     second ``joint score`` on the same ``--out`` (a resume started while the first run still
     goes) is refused instead of doubling rows. The kernel drops it when the process dies, even
-    by SIGKILL, so a lock never outlives its run. No-op where ``fcntl`` is missing (Windows)."""
+    by SIGKILL, so a lock never outlives its run; forked children close their copy at once
+    (:func:`_close_locks_in_child`). No-op where ``fcntl`` is missing (Windows)."""
 
     def __init__(self, path: str):
         self.fd: Optional[int] = None
@@ -366,9 +386,11 @@ class _Lock:
             raise OutputError(f"{path}: another joint process is writing it right now (its lock is {lock}); "
                               "wait for it, or stop it first") from None
         self.fd = fd
+        _HELD_LOCKS.add(fd)
 
     def release(self) -> None:
         if self.fd is not None:
+            _HELD_LOCKS.discard(self.fd)
             os.close(self.fd)
             self.fd = None
 
