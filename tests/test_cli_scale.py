@@ -156,6 +156,38 @@ def test_a_full_disk_mid_run_keeps_what_was_written(many, tiny_model_dir, refere
     assert len(rows) == len(reference) and got == reference
 
 
+def test_a_failed_final_write_keeps_every_row_where_the_message_says(many, tiny_model_dir, tmp_path, capsys):
+    """A .json score file is finished at the end (temporary file, then rename); when that last
+    write fails, the one-line error names the file that holds every row, and --resume finishes it."""
+    out = tmp_path / "s.json"
+    (tmp_path / "s.json.tmp").mkdir()                      # the final write cannot happen
+    imgs = [str(many / "a" / f"{i:03d}.png") for i in (1, 2, 4)]
+    assert main(["score", *imgs, "-m", str(tiny_model_dir), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    partial = str(out) + ".partial"
+    assert f"all 3 rows are kept in {partial}" in err and "--resume" in err
+    assert sorted(r["source"] for r in read_rows(str(out))) == sorted(imgs)   # read from the partial file
+    assert not out.exists()
+    (tmp_path / "s.json.tmp").rmdir()
+    assert main(["score", *imgs, "-m", str(tiny_model_dir), "-o", str(out), "-q", "--resume"]) == 0
+    assert sorted(r["source"] for r in json.loads(out.read_text())) == sorted(imgs)
+    assert not os.path.exists(partial)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused_before_scoring(many, tiny_model_dir, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["score", str(many / "a" / "001.png"), "-m", str(tiny_model_dir), "-o", str(ro / "s.csv")]) == 2
+    finally:
+        ro.chmod(0o755)
+    cap = capsys.readouterr()
+    assert str(ro / "s.csv") in cap.err and "technical" not in cap.out
+
+
 def test_existing_out_needs_resume_or_overwrite_and_model_must_match(many, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "s.csv"
     one = str(many / "a" / "001.png")

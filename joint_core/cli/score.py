@@ -158,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     except OutputError as e:
         kept = job.sink.rows if job.sink else 0
-        return _fail(f"{e}; the {kept} rows written before are kept in {job.sink.partial_path}"
-                     f"; when it can be written again, continue with: {resume_command(args)}")
+        where = "" if " kept in " in str(e) else f"; the {kept} rows written before are kept in {job.sink.partial_path}"
+        return _fail(f"{e}{where}; when it can be written again, continue with: {resume_command(args)}")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -270,11 +270,9 @@ class ScoreJob:
     def _close(self, finish: bool) -> None:
         if self.sink is None:
             return
-        try:
-            self.sink.close(finish=finish)
-        finally:
-            if self.out is not None and finish:
-                write_meta(self.out, self.describe(True, self.sink.rows))
+        self.sink.close(finish=finish)   # a failed finish raises: the description stays unfinished
+        if self.out is not None and finish:
+            write_meta(self.out, self.describe(True, self.sink.rows))
 
 
 # --------------------------------------------------------------------------------------------

@@ -506,7 +506,7 @@ class Sink:
                 f.write("\n]\n")
             os.replace(tmp, self.path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            _remove_quietly(tmp)
             raise OutputError(f"{self.path}: cannot write ({e.strerror or e}); all {self.rows} rows are "
                               f"kept in {partial} (JSON lines)") from None
         partial.unlink(missing_ok=True)
@@ -574,7 +574,7 @@ class Sink:
             pq.write_table(table, tmp, row_group_size=max(1, len(rows)))
             os.replace(tmp, part)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            _remove_quietly(tmp)
             raise OutputError(f"{part}: cannot write ({e.strerror or e}); the rows are kept in {journal}") from None
         journal.unlink()
         self._part_rows += len(rows)
@@ -582,6 +582,15 @@ class Sink:
         self._next += 1
         if reopen:
             self._file = _LineFile(self._journal(), ".jsonl", resume=False)
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temporary file after a failed write; failing to (a folder of that name, a
+    read-only disk) must not hide the error that says where the rows are."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _raw_name(s: str) -> Optional[bytes]:
