@@ -71,6 +71,8 @@ def register(sub) -> argparse.ArgumentParser:
     s.add_argument("--ascending", action="store_true", help="with --sort/--top: worst first")
     s.add_argument("--top", type=positive_int, metavar="K",
                    help="at the end, keep only the K best (by --sort, default the model's own ranking)")
+    s.add_argument("--report", metavar="HTML", help="after scoring, write an HTML report of the scores "
+                                                    "(as `joint report` does: thumbnails, histograms, folders)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--quiet", "-q", action="store_true", help="no table on the terminal")
     return s
@@ -98,6 +100,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--resume and --overwrite need --out")
     if args.engine != "ray" and (args.address or args.actors):
         return _fail("--address and --actors need --engine ray")
+    if args.report:
+        from .report import check_report_path
+
+        problem = check_report_path(args.report)   # before any work, as for --out
+        if problem:
+            return _fail(problem)
     try:
         shard_spec = parse_shard(args.shard) if args.shard else None
         if shard_spec is not None and args.engine == "ray":
@@ -129,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"nothing left to score: all {plan.expected} inputs are in {show(args.out)}")
 
     selecting = bool(args.sort or args.top)
-    collected: Optional[List[Dict[str, Any]]] = [] if selecting and not args.out else None
+    collected: Optional[List[Dict[str, Any]]] = [] if (selecting or args.report) and not args.out else None
     printer = _Printer(quiet=args.quiet or selecting)
 
     def on_batch(records: List[Dict[str, Any]]) -> None:
@@ -180,11 +188,33 @@ def run(args: argparse.Namespace) -> int:
               + f" with {scorer.source.describe() if scorer.source else 'model'}; scores on the "
               f"{scorer.config.score_range[0]:g}-{scorer.config.score_range[1]:g} scale, higher is better"
               + (f" ({outcome.scored} this run, {rate:.1f} img/s)" if args.resume or outcome.scored > 100 else ""))
+    if args.report and not _report(args, collected):
+        return EXIT_ERROR
     if outcome.total and outcome.total_failed == outcome.total:
         return EXIT_ERROR
     if outcome.total_failed:
         return EXIT_SOME_FAILED
     return code
+
+
+def _report(args: argparse.Namespace, collected: Optional[List[Dict[str, Any]]]) -> bool:
+    """--report: the HTML report of what --out holds (after --sort/--top), or of the rows printed,
+    written by the one report writer (:func:`joint_core.report.write_html_report`)."""
+    from ..report import ReportError, write_html_report
+    from ..stream import OutputError, read_rows
+    from .report import progress_bar
+
+    try:
+        rows = list(read_rows(args.out)) if args.out else collected
+        summary = write_html_report(rows, args.report, title=f"joint report: {args.out}" if args.out else None,
+                                    progress=None if args.quiet or args.no_progress else progress_bar())
+    except (ReportError, OutputError, OSError) as e:
+        kept = f"; the scores are in {show(args.out, sys.stderr)} (joint report makes it from them)" if args.out else ""
+        print(f"joint: error: report not written: {show(e, sys.stderr)}{kept}", file=sys.stderr)
+        return False
+    if not args.quiet:
+        print(f"wrote the report {show(summary.path)}: {summary.images} images, {summary.bytes / 1e6:.1f} MB")
+    return True
 
 
 def _raise_interrupt(signum, frame):
