@@ -218,3 +218,25 @@ def test_score_writes_the_report_right_after_scoring(scored, tmp_path, tiny_mode
     assert main(["score", *folders, "-m", str(tiny_model_dir), "-o", str(tmp_path / "never.csv"),
                  "--report", str(tmp_path), "-q"]) == 2
     assert "--report" in capsys.readouterr().err and not (tmp_path / "never.csv").exists()
+
+
+def test_names_that_are_not_utf8_come_back_from_the_score_table(tmp_path, photos, tiny_model_dir, capsys):
+    """joint score writes such names as their bytes; joint report reads them back (issue 17, item 4)."""
+    import os
+
+    d = os.fsencode(tmp_path)
+    for name in (b"bad-\xff\xfe.png", b"ok.png"):
+        Image.fromarray(photos["coffee"][:64, :64]).save(os.path.join(d, name))
+    os.mkdir(os.path.join(d, b"sub-\xff"))                      # and a folder, so groups hold the odd name
+    Image.fromarray(photos["astronaut"][:64, :64]).save(os.path.join(d, b"sub-\xff", b"x.png"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    os.rename(tmp_path / "broken.png", os.path.join(d, b"broken-\xff.png"))
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path), "-r", "-m", str(tiny_model_dir), "-o", str(scores), "-q"]) == 1
+    out = tmp_path / "r.html"
+    assert main(["report", str(scores), "--out", str(out), "-q"]) == 0, capsys.readouterr().err
+    rows = page_data(out)["rows"]
+    assert sorted(os.fsencode(r["source"]) for r in rows) == sorted(
+        os.path.join(d, n) for n in (b"bad-\xff\xfe.png", b"ok.png", os.path.join(b"sub-\xff", b"x.png")))
+    assert all(r["thumb"] for r in rows)                        # the files were found by those names
+    assert "broken-\\udcff.png" in out.read_text(encoding="utf-8")   # listed, escaped
