@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from .common import EXIT_ERROR, EXIT_OK, positive_int
+from .common import EXIT_ERROR, EXIT_OK, positive_int, show
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
                                     thumb_size=args.thumb_size, title=args.title, page_size=args.page_size,
                                     progress=progress)
     except ReportError as e:
-        print(f"joint: error: {e}", file=sys.stderr)
+        print(f"joint: error: {show(e, sys.stderr)}", file=sys.stderr)
         return EXIT_ERROR
     if not args.quiet:
         groups = f", {len(summary.groups)} groups" if summary.groups else ""
         failed = f" ({summary.failed} not scored)" if summary.failed else ""
         missing = f"; {summary.missing_thumbnails} image file(s) not found" if summary.missing_thumbnails else ""
-        print(f"wrote {summary.path}: {summary.images} images{failed}{groups}, "
+        print(f"wrote {show(summary.path)}: {summary.images} images{failed}{groups}, "
               f"{summary.bytes / 1e6:.1f} MB{missing}")
     return EXIT_OK
