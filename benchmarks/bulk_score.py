@@ -10,7 +10,7 @@ Data: synthetic photo-like PNG and JPEG images (smooth fields, edges and sensor-
 file sizes and decode costs are those of photographs), ``--unique`` distinct ones per set and
 hard links up to the largest count (distinct names and ids, little disk; the page cache is warm
 either way). Each measurement is a fresh process that runs the same job as ``joint score FILES
---out scores.csv``: peak RSS of that process (``ru_maxrss``), and the peak of the summed PSS of
+--out scores.csv``: peak RSS of that process (``VmHWM``), and the peak of the summed PSS of
 it and all its children (decoding workers, Ray), sampled twice a second. The machine's load
 average is recorded next to every figure: compare ratios measured in one run.
 """
@@ -36,6 +36,23 @@ HERE = Path(__file__).resolve()
 
 def load() -> float:
     return os.getloadavg()[0]
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory: ``VmHWM`` (Linux). Not ``ru_maxrss``: across
+    ``execve`` Linux keeps the high-water mark of the process image it replaced, so a process
+    started by a big parent (this script after loading the model, a test runner) would report
+    the parent's peak instead of its own."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,8 +139,6 @@ class TreePSS:
 
 def job(spec: Dict) -> Dict:
     """Score ``spec['files']`` as ``joint score FILES --out CSV`` would, and measure it."""
-    import resource
-
     from joint_core import NaturalnessScorer
     from joint_core.stream import Paths, ScoreJob
 
@@ -170,7 +185,7 @@ def job(spec: Dict) -> Dict:
         "images_per_s": outcome.scored / (t1 - t0),                         # model loaded, all else in
         "steady_images_per_s": steady_n / max(1e-9, t1 - marks.get("first", t0)),  # after the first batch
         "startup_s": marks.get("first", t1) - t0, "model_threads": torch.get_num_threads(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "peak_tree_pss_mb": tree.peak / 2**20,
         "load_before": load0, "load_after": load(),
     }
@@ -179,8 +194,6 @@ def job(spec: Dict) -> Dict:
 def in_memory_job(scorer, files: List[str], spec: Dict) -> Dict:
     """The ceiling: ``score()`` on images already decoded (64 of them, cycled to the count), in
     the same kind of process and for as long as a run from files."""
-    import resource
-
     import torch
 
     from joint_core.preprocess.images import load_image
@@ -200,7 +213,7 @@ def in_memory_job(scorer, files: List[str], spec: Dict) -> Dict:
     dt = time.perf_counter() - t0
     return {"images": done, "wall_s": dt, "images_per_s": done / dt, "steady_images_per_s": done / dt,
             "startup_s": 0.0, "model_threads": torch.get_num_threads(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "peak_tree_pss_mb": tree.peak / 2**20, "load_before": load0, "load_after": load()}
 
 
