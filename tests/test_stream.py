@@ -451,3 +451,28 @@ def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, fmt):
     again = Sink(out, "resume")                 # SIGKILL released it
     assert again.rows == 1
     again.close()
+
+
+_QUIET = textwrap.dedent("""
+    import signal, sys
+    from joint_core.stream.loader import _quiet_worker
+    _quiet_worker(0)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")   # the main process went away
+    except ConnectionResetError:
+        sys.excepthook(*sys.exc_info())
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        sys.excepthook(*sys.exc_info())
+""")
+
+
+def test_decoding_workers_leave_ctrl_c_to_the_main_process_and_stay_quiet_when_it_goes():
+    """An interrupted run must end with one message, not a worker's traceback about a transfer
+    the main process abandoned (seen once in test_sigint_stops_cleanly, a race)."""
+    out = subprocess.run([sys.executable, "-c", _QUIET], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ConnectionResetError" not in out.stderr and "ValueError: a real bug" in out.stderr
+

@@ -147,6 +147,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _quiet_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a decoding worker leaves Ctrl-C to the main process (which
+    stops the job cleanly and shuts the workers down), and stays quiet when the main process goes
+    away in the middle of a transfer. Tensors reach the main process through file descriptors
+    served by a thread of the worker (``multiprocessing.resource_sharer``); if the main process is
+    interrupted while it fetches one, that thread's accept fails and it printed a traceback under
+    the "interrupted; resume with ..." message. Other errors still print."""
+    import signal
+    import sys
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread
+        pass
+    default = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, (EOFError, ConnectionError, BrokenPipeError)):
+            return
+        default(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
                  prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto"
                  ) -> Iterator[List[ImageItem]]:
@@ -165,7 +189,8 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
     stream = (as_sample(obj, i) for i, obj in enumerate(samples))
     loader = torch.utils.data.DataLoader(
         _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
-        collate_fn=_collate, prefetch_factor=prefetch if num_workers else None)
+        collate_fn=_collate, prefetch_factor=prefetch if num_workers else None,
+        worker_init_fn=_quiet_worker if num_workers else None)
     it = iter(loader)
     pending: List[ImageItem] = []
     try:
