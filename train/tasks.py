@@ -83,7 +83,24 @@ def _params(module: nn.Module, frozen: List[str], prefix: str = "") -> Tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-class JointTask:
+class _Task:
+    """What the loop needs of every task besides loss / predict / export: ``model`` (an
+    ``nn.Module``) and ``preprocessor`` moved together, and the parameter groups to optimise."""
+
+    model: nn.Module
+    preprocessor: Preprocessor
+
+    def to(self, device: torch.device):
+        self.model.to(device)
+        self.preprocessor.to(device)
+        return self
+
+    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
+        """``(backbone, head)`` parameters, the frozen ones (``train.freeze``) left out."""
+        return _params(self.model, frozen)
+
+
+class JointTask(_Task):
     """JOINT / JOINT++ on a :class:`JointModel`."""
 
     kind = "joint"
@@ -102,14 +119,6 @@ class JointTask:
                                   getattr(config, branch).backbone, model_spec.init.get(branch, "none"))
         self.preprocessor = Preprocessor(config.preprocess, _localizer_for(config, localizer))
         self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
-
-    def to(self, device: torch.device) -> "JointTask":
-        self.model.to(device)
-        self.preprocessor.to(device)
-        return self
-
-    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
-        return _params(self.model, frozen)
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
         if self.loss_cfg.objective == "fs" and self.loss_cfg.missing_labels == "skip":
@@ -216,7 +225,7 @@ class Regressor(nn.Module):
         return self.head(f).squeeze(-1)
 
 
-class RegressorTask:
+class RegressorTask(_Task):
     """NR-AIGCIQA / FR-AIGCIQA and the single-branch baselines, trained on one label."""
 
     def __init__(self, model_spec: ModelSpec, config: JointConfig, loss: LossConfig):
@@ -229,14 +238,6 @@ class RegressorTask:
         init_backbone(self.model.backbone, model_spec.backbone, how)
         self.preprocessor = Preprocessor(config.preprocess)
         self.axis = AXIS_OF_LABEL[model_spec.target]
-
-    def to(self, device: torch.device) -> "RegressorTask":
-        self.model.to(device)
-        self.preprocessor.to(device)
-        return self
-
-    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
-        return _params(self.model, frozen)
 
     def _inputs(self, batch: Batch, train: bool, generator=None) -> Tuple[Tensor, Optional[Tensor]]:
         pre = self.preprocessor
