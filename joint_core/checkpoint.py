@@ -64,11 +64,24 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def save_weights(state: Mapping[str, torch.Tensor], path: PathLike,
+                 metadata: Optional[Mapping[str, str]] = None) -> Path:
+    """Write tensors to a safetensors file with their SHA-256 (:func:`state_hash`) in its
+    metadata, so that :func:`read_weights` can tell a modified or truncated file. Every weights
+    file the project writes - shipped models, training exports, resume states - goes through here."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
+    meta = {"format": "pt", HASH_KEY: state_hash(state), "joint_format_version": "1", **(metadata or {})}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
 def save_model(model: JointModel, directory: PathLike,
                dtype: Optional[torch.dtype] = None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (optionally cast, e.g. fp16 to ship)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = OrderedDict()
@@ -78,8 +91,7 @@ def save_model(model: JointModel, directory: PathLike,
             v = v.to(dtype)
         state[k] = v.contiguous().clone()
     model.config.save(directory)
-    meta = {"format": "pt", HASH_KEY: state_hash(state), "joint_format_version": "1"}
-    save_file(state, str(directory / WEIGHTS_NAME), metadata=meta)
+    save_weights(state, directory / WEIGHTS_NAME)
     return directory
 
 
@@ -108,13 +120,20 @@ def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]
     return state
 
 
-def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                      target: str = "the model in config.json") -> None:
     """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error."""
     try:
         check_fits(state, model)
     except WeightMappingError as e:
-        raise CheckpointError(f"{source}: weights do not fit the model in config.json: {e}") from None
+        raise CheckpointError(f"{source}: weights do not fit {target}: {e}") from None
     model.load_state_dict(state, strict=True)
+
+
+def load_weights(module: torch.nn.Module, path: PathLike, verify: bool = True) -> None:
+    """Load a safetensors file into ``module`` strictly, checking its recorded hash: the
+    counterpart of :func:`save_weights` for anything that is not a whole model folder."""
+    load_state_strict(module, read_weights(path, verify=verify), str(path), target=f"the {type(module).__name__}")
 
 
 def load_model(directory: PathLike, verify: bool = True) -> JointModel:

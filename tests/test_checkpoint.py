@@ -54,6 +54,25 @@ def test_tampered_weights_fail_loudly(tiny_model_dir, tmp_path):
         load_model(bad)
 
 
+def test_save_weights_and_load_weights_check_every_module(tmp_path):
+    """The one save/load pair for weights that are not a model folder (training exports, resume)."""
+    from joint_core.checkpoint import load_weights, save_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    path = save_weights(net.state_dict(), tmp_path / "w.safetensors", metadata={"note": "x"})
+    other = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    load_weights(other, path)
+    assert _state_equal(net, other)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_weights(torch.nn.Sequential(torch.nn.Linear(4, 2)), path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_weights(other, path)
+
+
 def test_truncated_weights_fail_loudly(tiny_model_dir, tmp_path):
     bad = _copy(tiny_model_dir, tmp_path / "truncated")
     data = (bad / WEIGHTS_NAME).read_bytes()

@@ -71,3 +71,21 @@ def test_training_data_is_cached_with_the_recipes_interpolation(tmp_path):
     data = prepare_data(recipe, 0, cache_root=tmp_path / "cache", progress=False)
     item = data.items("train")[0]
     assert torch.equal(data.cache[item.key], _expected(item.sample.path, 48, "bicubic"))
+
+
+def test_cache_decodes_large_files_as_the_scorer_does(tmp_path):
+    """A large JPEG is shrunk while it is read (the scorer's ImageLimits), so the cached copy is
+    the pixels the scorer would see, not a full decode resized afterwards."""
+    from joint_core.preprocess.images import ImageLimits, load_image
+    from train.cache import decode
+
+    rng = np.random.default_rng(0)
+    big = np.kron(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8), np.ones((40, 40, 1), np.uint8))
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=90)          # 3600 x 2400
+    cached = decode(str(path), 512)
+    assert cached.shape == (3, 341, 512) and cached.dtype == np.uint8
+    scorer_view = load_image(path, ImageLimits(max_side=512))
+    assert scorer_view.shape[-1] < 3600                   # shrunk on read
+    expected = cap_longer(scorer_view.float()[None] / 255.0, 512, "bilinear")[0]
+    assert np.array_equal(cached, (expected * 255).round().clamp(0, 255).to(torch.uint8).numpy())

@@ -125,16 +125,16 @@ def test_resumed_run_matches_an_uninterrupted_one(synthetic, monkeypatch):
     recipe = _recipe(labels, images, epochs=3)
     straight = run(recipe, root / "straight", cache_root=root / "cache", progress=False)
 
-    saved = loop._save_state
+    saved = loop.save_state
 
     def crash_after_first_epoch(*a, **kw):
         saved(*a, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "_save_state", crash_after_first_epoch)
+    monkeypatch.setattr(loop, "save_state", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         run(recipe, root / "interrupted", cache_root=root / "cache", progress=False)
-    monkeypatch.setattr(loop, "_save_state", saved)
+    monkeypatch.setattr(loop, "save_state", saved)
     resumed = run(recipe, root / "interrupted", cache_root=root / "cache", progress=False, resume=True)
 
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
@@ -143,6 +143,21 @@ def test_resumed_run_matches_an_uninterrupted_one(synthetic, monkeypatch):
     w1 = load_file(str(root / "straight" / "last" / "weights.safetensors"))
     w2 = load_file(str(root / "interrupted" / "last" / "weights.safetensors"))
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_a_damaged_resume_state_is_refused_not_trained_on(synthetic):
+    """The resume state's weights go through the same checksum as every weights file."""
+    from joint_core import CheckpointError
+
+    root, labels, images = synthetic
+    out = root / "damaged-resume"
+    run(_recipe(labels, images, epochs=1), out, cache_root=root / "cache", progress=False)
+    weights = out / "last" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        run(_recipe(labels, images, epochs=2), out, cache_root=root / "cache", progress=False, resume=True)
 
 
 def test_cv_ablate_baselines(synthetic):
@@ -184,6 +199,12 @@ def test_cv_ablate_baselines(synthetic):
                                  cache_root=root / "cache", progress=False)
     assert set(base["NR-test_resnet"]["synth"]) == {"technical", "rationality", "naturalness"}
     assert "NR-test_resnet" in (root / "baselines" / "baselines.md").read_text()
+    # a baseline export is a hash-checked weights file like every other
+    from safetensors import safe_open
+
+    exported = next((root / "baselines").rglob("regressor.json")).parent / "model.safetensors"
+    with safe_open(str(exported), framework="pt") as f:
+        assert "joint_sha256" in (f.metadata() or {})
 
 
 def test_cli_and_recipe_errors(synthetic, tmp_path, capsys):

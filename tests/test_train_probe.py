@@ -65,7 +65,7 @@ def test_per_dataset_batches():
 
 def test_per_branch_selection_combines_each_branch_from_its_best_epoch(tmp_path):
     from joint_core import load_model
-    from train.loop import Selector
+    from train.selection import Selector
     from train.losses import LossConfig
     from train.tasks import JointTask
 

@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"exported {args.run} -> {out}")
         return 0
     if args.command == "plot":
-        from .loop import plot_predictions
+        from .report import plot_predictions
 
         plot_predictions(Path(args.run) / "predictions.csv", Path(args.to))
         print(f"wrote {args.to}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from joint_core.preprocess.images import ImageInputError, load_image
+from joint_core.preprocess.images import ImageInputError, ImageLimits, load_image
 from joint_core.preprocess.pipeline import cap_longer, to_uint8
 
 INDEX = "index.json"
@@ -36,8 +36,8 @@ def default_cache_root() -> Path:
 
 
 def cache_key(paths: Sequence[str], max_side: int, interpolation: str = "bilinear") -> str:
-    # bilinear keeps the key of caches built before the interpolation was configurable
-    h = hashlib.sha256((f"v1:{max_side}" + ("" if interpolation == "bilinear" else f":{interpolation}")).encode())
+    # v2: decoded with the scorer's ImageLimits (shrink-on-read changes the pixels of large files)
+    h = hashlib.sha256(f"v2:{max_side}:{interpolation}".encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{int(st.st_mtime)}".encode())
@@ -47,7 +47,9 @@ def cache_key(paths: Sequence[str], max_side: int, interpolation: str = "bilinea
 def decode(path: str, max_side: int, interpolation: str = "bilinear") -> np.ndarray:
     """Decode, convert to RGB and cap the longer side (resampled with ``interpolation``, the
     model's ``preprocess.interpolation``, as the scorer would); returns uint8 ``[3, H, W]``."""
-    t = load_image(path)
+    # the scorer's own limits (pixel budget, shrink-on-read, aspect crop): the cached copy is what
+    # scoring would see, and a huge file cannot take the training machine's memory
+    t = load_image(path, ImageLimits(max_side=max_side, flag_degenerate=False))
     x = t.float() / 255.0 if t.dtype == torch.uint8 else t
     x = cap_longer(x[None], max_side, interpolation)[0]
     return to_uint8(x).numpy()

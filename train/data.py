@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .cache import ImageCache
 from .datasets import RatedDataset, Sample, load_dataset
+from .labels import LABELS
 from .recipe import DataSpec, Recipe, RecipeError
 from .splits import Split, holdout_split, make_splits, split_with_official_test
 
@@ -85,31 +86,32 @@ def _label(value: Optional[float]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def load_spec(spec: DataSpec) -> RatedDataset:
-    ds = load_dataset(spec.kind, **spec.args)
-    if spec.rescale is not None:
-        ds = ds.rescaled(tuple(spec.rescale))
-    for lab in spec.drop_labels:
+def load_data(data_spec: DataSpec) -> RatedDataset:
+    """The data set a recipe entry names, rescaled and with its dropped labels removed."""
+    ds = load_dataset(data_spec.kind, **data_spec.args)
+    if data_spec.rescale is not None:
+        ds = ds.rescaled(tuple(data_spec.rescale))
+    for lab in data_spec.drop_labels:
         for s in ds.samples:
             setattr(s, lab, None)
     return ds
 
 
-def make_split(spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> Split:
-    args = dict(spec.split)
+def make_split(data_spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> Split:
+    args = dict(data_spec.split)
     kind = args.pop("kind", "random")
     args.setdefault("seed", seed)
     if kind != "file" and not ds.distinct_content and not args.get("group_rule") \
             and all(smp.group is None for smp in ds.samples):
-        warnings.warn(f"data {spec.name}: no content groups (a group column or group_rule), so every image "
+        warnings.warn(f"data {data_spec.name}: no content groups (a group column or group_rule), so every image "
                       "is its own group: images of one content can land in both train and test. Set "
-                      f"data.{spec.name}.args.group_rule (or split.group_rule) if any images share content.",
+                      f"data.{data_spec.name}.args.group_rule (or split.group_rule) if any images share content.",
                       stacklevel=2)
     try:
         if kind == "random":
             n = int(args.pop("n_splits", 5))
             if index >= n:
-                raise RecipeError(f"data {spec.name}: split {index} requested but n_splits is {n}")
+                raise RecipeError(f"data {data_spec.name}: split {index} requested but n_splits is {n}")
             return make_splits(ds, n_splits=n, **args)[index]
         if kind == "official":
             return split_with_official_test(ds, **args)
@@ -118,8 +120,8 @@ def make_split(spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> Split
         if kind == "file":
             return Split.load(args["path"])
     except TypeError as e:
-        raise RecipeError(f"data {spec.name}: split options {spec.split}: {e}") from None
-    raise RecipeError(f"data {spec.name}: unknown split kind {kind!r}")
+        raise RecipeError(f"data {data_spec.name}: split options {data_spec.split}: {e}") from None
+    raise RecipeError(f"data {data_spec.name}: unknown split kind {kind!r}")
 
 
 def n_splits(recipe: Recipe) -> int:
@@ -130,9 +132,9 @@ def n_splits(recipe: Recipe) -> int:
 
 def prepare_data(recipe: Recipe, split_index: int = 0, cache_root: Optional[Path] = None,
                  progress: bool = True) -> TrainingData:
-    datasets = {spec.name: load_spec(spec) for spec in recipe.data}
-    splits = {spec.name: make_split(spec, datasets[spec.name], split_index, recipe.seed)
-              for spec in recipe.data}
+    datasets = {data_spec.name: load_data(data_spec) for data_spec in recipe.data}
+    splits = {data_spec.name: make_split(data_spec, datasets[data_spec.name], split_index, recipe.seed)
+              for data_spec in recipe.data}
     parts: Dict[str, List[Item]] = {p: [] for p in PARTS}
     for name, ds in datasets.items():
         by_name = {s.name: s for s in ds.samples}
@@ -230,7 +232,7 @@ def loader(items: Sequence[Item], cache: ImageCache, batch_size: int, shuffle: b
 
 
 def labels_of(items: Sequence[Item]) -> Dict[str, List[float]]:
-    return {lab: [_label(getattr(it.sample, lab)) for it in items] for lab in ("mos", "mos_t", "mos_r")}
+    return {lab: [_label(getattr(it.sample, lab)) for it in items] for lab in LABELS}
 
 
 def describe(data: TrainingData) -> str:

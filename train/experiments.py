@@ -23,7 +23,9 @@ import numpy as np
 
 from . import metrics as M
 from .data import n_splits, prepare_data
-from .loop import LABEL_OF_AXIS, RunResult, finish, read_predictions, run
+from .labels import AXIS_OF_LABEL, LABEL_OF_AXIS, LABELS
+from .loop import RunResult, finish, run
+from .report import read_predictions
 from .recipe import Recipe, RecipeError
 from .tasks import build_task
 
@@ -207,7 +209,7 @@ def baselines(recipe: Recipe, out_dir: Path, backbones: Optional[Sequence[str]] 
     backbones = list(backbones or BASELINE_BACKBONES)
     data = prepare_data(recipe, split, cache_root=kw.get("cache_root"), progress=False)
     present = _labels_present(data)
-    targets = [t for t in (targets or ("mos", "mos_t", "mos_r")) if t in present]
+    targets = [t for t in (targets or LABELS) if t in present]
     if not targets:
         raise RecipeError("no rated perspective found in the data")
     has_refs = any(it.sample.ref_path for it in data.items("train"))
@@ -219,7 +221,7 @@ def baselines(recipe: Recipe, out_dir: Path, backbones: Optional[Sequence[str]] 
             label = {"regressor": "NR", "fr-regressor": "FR"}[kind] + f"-{backbone}"
             merged: Dict[str, Any] = {}
             for target in targets:
-                axis = {"mos": "naturalness", "mos_t": "technical", "mos_r": "rationality"}[target]
+                axis = AXIS_OF_LABEL[target]
                 variant = recipe.with_overrides({
                     "model": {"kind": kind, "backbone": backbone, "target": target,
                               "init": {"backbone": init}},
@@ -235,7 +237,7 @@ def baselines(recipe: Recipe, out_dir: Path, backbones: Optional[Sequence[str]] 
 
 def _labels_present(data) -> List[str]:
     items = data.items("train")
-    return [lab for lab in ("mos", "mos_t", "mos_r")
+    return [lab for lab in LABELS
             if any(getattr(it.sample, lab) is not None and not np.isnan(getattr(it.sample, lab)) for it in items)]
 
 

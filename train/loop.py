@@ -18,19 +18,21 @@ Output folder::
     predictions.csv      test predictions next to the MOS
     results.md           the test metrics in the paper's table layout
     curves.png, scatter.png
+
+The parts live beside it: :mod:`train.selection` (which epoch is exported), :mod:`train.resume`
+(``last/``) and :mod:`train.report` (the files people read).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +42,12 @@ from joint_core.result import AXES
 
 from . import metrics as M
 from .data import Item, TrainingData, labels_of, loader, prepare_data
+from .labels import LABEL_OF_AXIS
 from .recipe import Recipe, RecipeError
+from .report import compact, jsonable, plot_curves, plot_scatter, results_markdown, write_predictions, write_yaml
+from .resume import load_state, loader_generators, restore_rng, rng_state, save_state
+from .selection import Selector
 from .tasks import JointTask, build_task, is_frozen
-
-LABEL_OF_AXIS = {"naturalness": "mos", "technical": "mos_t", "rationality": "mos_r"}
-
 
 @dataclass
 class RunResult:
@@ -93,21 +96,6 @@ def evaluate_items(preds: Dict[str, np.ndarray], items: Sequence[Item], bootstra
     return result
 
 
-def selection_score(val: Dict[str, Dict[str, Dict[str, Any]]], select: Sequence[str]) -> float:
-    """Mean of the selected metrics: ``axis.metric`` (averaged over data sets that have it) or
-    ``dataset/axis.metric``."""
-    values = []
-    for key in select:
-        ds, _, rest = key.rpartition("/")
-        axis, _, metric = rest.partition(".")
-        sets = [ds] if ds else list(val)
-        vals = [val[d][axis][metric] for d in sets if d in val and axis in val[d]]
-        vals = [v for v in vals if v is not None and not math.isnan(v)]
-        if vals:
-            values.append(float(np.mean(vals)))
-    return float(np.mean(values)) if values else float("-inf")
-
-
 def fit_fusion(task: JointTask, data: TrainingData, dataset: str, batch_size: int) -> Dict[str, float]:
     """Least-squares ``N = w_T*T + w_R*R + b`` on the training part of ``dataset``; stored in the
     model's config so the exported checkpoint carries it."""
@@ -129,109 +117,30 @@ def fit_fusion(task: JointTask, data: TrainingData, dataset: str, batch_size: in
 # --------------------------------------------------------------------------------------------
 
 
-def _optimizer(task, spec):
-    backbone, head = task.parameter_groups(spec.freeze)
-    groups = [{"params": backbone, "lr": spec.lr}, {"params": head, "lr": spec.head_lr or spec.lr}]
+def _optimizer(task, ts):
+    backbone, head = task.parameter_groups(ts.freeze)
+    groups = [{"params": backbone, "lr": ts.lr}, {"params": head, "lr": ts.head_lr or ts.lr}]
     groups = [g for g in groups if g["params"]]
-    cls = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, weight_decay=spec.weight_decay)
+    cls = torch.optim.AdamW if ts.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, weight_decay=ts.weight_decay)
 
 
-def _scheduler(opt, spec, steps_per_epoch: int):
-    total = max(1, spec.epochs * steps_per_epoch)
-    warm = spec.warmup_epochs * steps_per_epoch
+def _scheduler(opt, ts, steps_per_epoch: int):
+    total = max(1, ts.epochs * steps_per_epoch)
+    warm = ts.warmup_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         if warm and step < warm:
             return (step + 1) / warm
         epoch = step // max(1, steps_per_epoch)
-        if spec.scheduler == "step":
-            return spec.gamma ** (epoch // spec.step_size)
-        if spec.scheduler == "cosine":
+        if ts.scheduler == "step":
+            return ts.gamma ** (epoch // ts.step_size)
+        if ts.scheduler == "cosine":
             t = (step - warm) / max(1, total - warm)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class Selector:
-    """Keeps the best model seen on validation.
-
-    By default the whole model, by the mean of ``train.select``. With ``train.select_branches``
-    each branch is kept from the epoch that was best on its own metrics (e.g. the technical
-    branch by CLIVE, the rationality branch by RAISE, when each learns from its own data set)
-    and the exported model combines them. Epochs count like the log: 0 is the linear probe.
-    """
-
-    def __init__(self, select: List[str], per_branch: Dict[str, List[str]]):
-        self.select = select
-        self.per_branch = dict(per_branch)
-        self.best, self.best_epoch = float("-inf"), None
-        self.branch_best = {b: float("-inf") for b in self.per_branch}
-        self.branch_epoch: Dict[str, Optional[int]] = {b: None for b in self.per_branch}
-        self.snapshots: Dict[str, Dict[str, torch.Tensor]] = {}
-
-    def update(self, val: Dict[str, Any], epoch: int, model: torch.nn.Module) -> Tuple[float, bool]:
-        """Record an evaluation; returns the ``select`` score and whether the export changed."""
-        score = selection_score(val, self.select)
-        if not self.per_branch:
-            if score > self.best:
-                self.best, self.best_epoch = score, epoch
-                return score, True
-            return score, False
-        changed = False
-        for branch, keys in self.per_branch.items():
-            s = selection_score(val, keys)
-            if s > self.branch_best[branch]:
-                self.branch_best[branch], self.branch_epoch[branch] = s, epoch
-                self.snapshots[branch] = {k: v.detach().cpu().clone()
-                                          for k, v in getattr(model, branch).state_dict().items()}
-                changed = True
-        if changed:
-            self.best, self.best_epoch = score, epoch
-        return score, changed
-
-    def export(self, task, folder: Path) -> None:
-        """Export the selected model (the current one, or the best branches combined)."""
-        if not self.snapshots:
-            task.export(folder)
-            return
-        current = {b: {k: v.detach().clone() for k, v in getattr(task.model, b).state_dict().items()}
-                   for b in self.snapshots}
-        try:
-            for b, state in self.snapshots.items():
-                getattr(task.model, b).load_state_dict(state)
-            task.export(folder)
-        finally:
-            for b, state in current.items():
-                getattr(task.model, b).load_state_dict(state)
-
-    def restore(self, folder: Path, model: torch.nn.Module, state: Dict[str, Any]) -> None:
-        """Resume: the records from ``state`` and the branch snapshots from the exported model."""
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.branch_best.update(state.get("branch_best", {}))
-        self.branch_epoch.update(state.get("branch_epoch", {}))
-        if self.per_branch and (folder / "config.json").is_file():
-            from joint_core.checkpoint import load_model
-
-            exported = load_model(folder)
-            self.snapshots = {b: getattr(exported, b).state_dict() for b in self.per_branch
-                              if self.branch_epoch.get(b) is not None}
-
-    def state(self) -> Dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "branch_best": self.branch_best,
-                "branch_epoch": self.branch_epoch}
-
-    def report(self) -> Any:
-        """The selected epoch, or ``{branch: epoch}`` with per-branch selection."""
-        return dict(self.branch_epoch) if self.per_branch else self.best_epoch
-
-    def describe(self, score: float) -> str:
-        if not self.per_branch:
-            return f"val {'+'.join(self.select)} {score:.4f}"
-        return "val " + ", ".join(f"{b} {'+'.join(k)} {self.branch_best[b]:.4f} (epoch {self.branch_epoch[b]})"
-                                  for b, k in self.per_branch.items())
 
 
 def _keep_frozen_in_eval(model: torch.nn.Module, frozen: Sequence[str]) -> None:
@@ -242,77 +151,15 @@ def _keep_frozen_in_eval(model: torch.nn.Module, frozen: Sequence[str]) -> None:
             module.eval()
 
 
-def _generators(dl: torch.utils.data.DataLoader) -> List[torch.Generator]:
-    """The random generators that decide a loader's batch order (its own, its sampler's, its
-    batch sampler's), each once. Accelerate's prepared loader shares these objects."""
-    found: List[torch.Generator] = []
-    for owner in (dl, dl.sampler, dl.batch_sampler, getattr(dl.batch_sampler, "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def _rng_state(loader_generators: Sequence[torch.Generator]) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "loader": [g.get_state() for g in loader_generators]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: Optional[Dict[str, Any]], loader_generators: Sequence[torch.Generator]) -> bool:
-    """Put the generators back where the interrupted run left them; False for a resume state
-    written before they were saved (or by a loader of another shape)."""
-    if not state or len(state.get("loader", [])) != len(loader_generators):
-        return False
-    torch.set_rng_state(state["torch"])
-    for g, s in zip(loader_generators, state["loader"]):
-        g.set_state(s)
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    return True
-
-
-def _save_state(folder: Path, task, opt, sched, epoch: int, selector: Selector,
-                history: list, rng: Optional[Dict[str, Any]] = None) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in task.model.state_dict().items()},
-              str(folder / "weights.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-                "rng": rng, **selector.state()}, folder / "state.pt")
-    (folder / "history.json").write_text(json.dumps(history))
-
-
-def _load_state(folder: Path, task, opt, sched):
-    from safetensors.torch import load_file
-
-    task.model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
-    st = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    opt.load_state_dict(st["optimizer"])
-    sched.load_state_dict(st["scheduler"])
-    history = json.loads((folder / "history.json").read_text())
-    return st["epoch"], st, history
-
-
 def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = False,
         cache_root: Optional[Path] = None, progress: bool = True, localizer=None,
         data: Optional[TrainingData] = None) -> RunResult:
     """Train ``recipe`` on split ``split_index``; see the module docstring for the outputs."""
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    spec = recipe.train
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    ts = recipe.train
+    if ts.threads:
+        torch.set_num_threads(ts.threads)
     out_dir = Path(out_dir)
-    device = pick_device(spec.device)
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    # a batch may leave a branch unused (data sets rated on one perspective only)
-    accelerator = Accelerator(mixed_precision=spec.mixed_precision, cpu=device.type == "cpu",
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = _accelerator(ts)
     main = accelerator.is_main_process
     torch.manual_seed(recipe.seed)
     if data is None:
@@ -324,92 +171,16 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
                           "set); resume with the same ones, or choose another --out")
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_yaml(out_dir / "recipe.yaml", recipe.to_dict())
+        write_yaml(out_dir / "recipe.yaml", recipe.to_dict())
         data.save_splits(out_dir / "splits")
-    train_dl = loader(data.items("train"), data.cache, spec.batch_size, shuffle=True, seed=recipe.seed,
-                      num_workers=spec.num_workers, drop_last=len(data.items("train")) > spec.batch_size,
-                      batching=spec.batching)
-    steps = len(train_dl) if spec.max_steps_per_epoch is None else min(len(train_dl), spec.max_steps_per_epoch)
-    loader_generators = _generators(train_dl)
-    opt = _optimizer(task, spec)
-    sched = _scheduler(opt, spec, steps)
-    task.model, opt, train_dl = accelerator.prepare(task.model, opt, train_dl)
-
-    selector = Selector(spec.select, spec.select_branches if isinstance(task, JointTask) else {})
-    start, history = 0, []
-    if resuming:
-        last, state, history = _load_state(out_dir / "last", _Unwrapped(task, accelerator), opt, sched)
-        selector.restore(out_dir / "model", accelerator.unwrap_model(task.model), state)
-        start = last + 1
-        exact = _restore_rng(state.get("rng"), loader_generators)
-        if main:
-            print(f"resuming {out_dir} after epoch {start} (best so far: epoch {selector.report()})"
-                  + ("" if exact else "; this state predates saved random generators, so the batch "
-                                      "order of later epochs differs from an uninterrupted run"))
-    val_items = data.items("val")
-    if spec.linear_probe and start == 0 and isinstance(task, JointTask):
-        from .probe import linear_probe
-
-        unwrapped = _Unwrapped(task, accelerator)
-        probe = linear_probe(unwrapped, data, recipe.loss_config().objective, spec.eval_batch_size,
-                             log=print if main else None)
-        val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
-            if val_items else {}
-        score, _ = selector.update(val, 0, unwrapped.model)
-        history.append({"epoch": 0, "train_loss": math.nan, "val_select": score, "val": _compact(val),
-                        "seconds": 0.0, "lr": 0.0, "probe": probe})
-        if main:
-            selector.export(unwrapped, out_dir / "model")
-            print(f"epoch   0 (linear probe)  {selector.describe(score)}  *best*", flush=True)
-    backbone_params = [p for n, p in accelerator.unwrap_model(task.model).named_parameters()
-                       if ".backbone." in f".{n}" and p.requires_grad]
-    for epoch in range(start, spec.epochs):
-        warmup = epoch < spec.freeze_epochs
-        for p in backbone_params:
-            p.requires_grad_(not warmup)
-        task.model.train()
-        _keep_frozen_in_eval(accelerator.unwrap_model(task.model), spec.freeze)
-        t0 = time.time()
-        losses: List[float] = []
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{spec.epochs}" + (" (heads only)" if warmup else ""),
-                   unit="batch",
-                   disable=not (progress and main), leave=False)
-        for step, batch in enumerate(train_dl):
-            if step >= steps:
-                break
-            gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch * 10_007 + step)
-            with accelerator.autocast():
-                loss, parts = task.loss(batch, gen)
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:  # a batch that reaches only frozen parts has nothing to train
-                accelerator.backward(loss)
-                if spec.grad_clip:
-                    accelerator.clip_grad_norm_(task.model.parameters(), spec.grad_clip)
-                opt.step()
-            with warnings.catch_warnings():  # the schedule counts skipped steps too, on purpose
-                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                sched.step()
-            losses.append(parts["loss"])
-            bar.set_postfix(loss=f"{parts['loss']:.4f}")
-            bar.update(1)
-        bar.close()
-        unwrapped = _Unwrapped(task, accelerator)
-        val = evaluate_items(predict_items(unwrapped, val_items, data, spec.eval_batch_size), val_items) \
-            if val_items else {}
-        score, improved = selector.update(val, epoch + 1, unwrapped.model)
-        if improved and main:
-            selector.export(unwrapped, out_dir / "model")
-        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                 "val_select": score, "val": _compact(val), "seconds": time.time() - t0,
-                 "lr": opt.param_groups[0]["lr"]}
-        history.append(entry)
-        if main:
-            _save_state(out_dir / "last", unwrapped, opt, sched, epoch, selector, history,
-                        rng=_rng_state(loader_generators))
-            print(f"epoch {epoch + 1:>3}/{spec.epochs}  loss {entry['train_loss']:.4f}  "
-                  f"{selector.describe(score)}{'  *best*' if improved else ''}  "
-                  f"({entry['seconds']:.0f}s)", flush=True)
+    trainer = _Trainer(recipe, task, data, accelerator, out_dir, progress)
+    start = trainer.resume() if resuming else 0
+    if ts.linear_probe and start == 0 and isinstance(task, JointTask):
+        trainer.linear_probe()
+    for epoch in range(start, ts.epochs):
+        trainer.train_epoch(epoch)
     accelerator.wait_for_everyone()
+    selector, history = trainer.selector, trainer.history
     if not main:
         return RunResult(out_dir, selector.report(), {}, {}, history)
     best_epoch = selector.report()
@@ -420,23 +191,146 @@ def run(recipe: Recipe, out_dir: Path, split_index: int = 0, resume: bool = Fals
     return finish(recipe, task, data, out_dir, best_epoch, history)
 
 
+def _accelerator(ts):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    device = pick_device(ts.device)
+    # a batch may leave a branch unused (data sets rated on one perspective only)
+    return Accelerator(mixed_precision=ts.mixed_precision, cpu=device.type == "cpu",
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+class _Trainer:
+    """One run's moving parts (loader, optimizer, schedule, selection, history) and its steps:
+    resume, the linear probe (epoch 0), one training epoch."""
+
+    def __init__(self, recipe: Recipe, task, data: TrainingData, accelerator, out_dir: Path, progress: bool):
+        ts = recipe.train
+        self.recipe, self.ts, self.task, self.data = recipe, ts, task, data
+        self.accelerator, self.out_dir = accelerator, out_dir
+        self.main = accelerator.is_main_process
+        self.progress = progress and self.main
+        train_dl = loader(data.items("train"), data.cache, ts.batch_size, shuffle=True, seed=recipe.seed,
+                          num_workers=ts.num_workers, drop_last=len(data.items("train")) > ts.batch_size,
+                          batching=ts.batching)
+        self.steps = len(train_dl) if ts.max_steps_per_epoch is None else min(len(train_dl), ts.max_steps_per_epoch)
+        self.generators = loader_generators(train_dl)
+        opt = _optimizer(task, ts)
+        self.sched = _scheduler(opt, ts, self.steps)
+        task.model, self.opt, self.train_dl = accelerator.prepare(task.model, opt, train_dl)
+        self.selector = Selector(ts.select, ts.select_branches if isinstance(task, JointTask) else {})
+        self.history: List[Dict[str, Any]] = []
+        self.val_items = data.items("val")
+        self.backbone_params = [p for n, p in accelerator.unwrap_model(task.model).named_parameters()
+                                if ".backbone." in f".{n}" and p.requires_grad]
+
+    def unwrapped(self) -> "_Unwrapped":
+        return _Unwrapped(self.task, self.accelerator)
+
+    def resume(self) -> int:
+        """Continue from ``last/``; returns the first epoch still to train."""
+        last, state, self.history = load_state(self.out_dir / "last", self.unwrapped(), self.opt, self.sched)
+        self.selector.restore(self.out_dir / "model", self.accelerator.unwrap_model(self.task.model), state)
+        exact = restore_rng(state.get("rng"), self.generators)
+        if self.main:
+            print(f"resuming {self.out_dir} after epoch {last + 1} (best so far: epoch {self.selector.report()})"
+                  + ("" if exact else "; this state predates saved random generators, so the batch "
+                                      "order of later epochs differs from an uninterrupted run"))
+        return last + 1
+
+    def validate(self) -> Dict[str, Any]:
+        if not self.val_items:
+            return {}
+        preds = predict_items(self.unwrapped(), self.val_items, self.data, self.ts.eval_batch_size)
+        return evaluate_items(preds, self.val_items)
+
+    def linear_probe(self) -> None:
+        """Epoch 0: closed-form heads on frozen features (:mod:`train.probe`)."""
+        from .probe import linear_probe
+
+        unwrapped = self.unwrapped()
+        probe = linear_probe(unwrapped, self.data, self.recipe.loss_config().objective, self.ts.eval_batch_size,
+                             log=print if self.main else None)
+        val = self.validate()
+        score, _ = self.selector.update(val, 0, unwrapped.model)
+        self.history.append({"epoch": 0, "train_loss": math.nan, "val_select": score, "val": compact(val),
+                             "seconds": 0.0, "lr": 0.0, "probe": probe})
+        if self.main:
+            self.selector.export(unwrapped, self.out_dir / "model")
+            print(f"epoch   0 (linear probe)  {self.selector.describe(score)}  *best*", flush=True)
+
+    def train_epoch(self, epoch: int) -> None:
+        """Train one epoch, validate, export when the selection improves, save the resume state."""
+        t0 = time.time()
+        losses = self._steps(epoch)
+        unwrapped = self.unwrapped()
+        val = self.validate()
+        score, improved = self.selector.update(val, epoch + 1, unwrapped.model)
+        if improved and self.main:
+            self.selector.export(unwrapped, self.out_dir / "model")
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                 "val_select": score, "val": compact(val), "seconds": time.time() - t0,
+                 "lr": self.opt.param_groups[0]["lr"]}
+        self.history.append(entry)
+        if self.main:
+            save_state(self.out_dir / "last", unwrapped, self.opt, self.sched, epoch, self.selector, self.history,
+                       rng=rng_state(self.generators))
+            print(f"epoch {epoch + 1:>3}/{self.ts.epochs}  loss {entry['train_loss']:.4f}  "
+                  f"{self.selector.describe(score)}{'  *best*' if improved else ''}  "
+                  f"({entry['seconds']:.0f}s)", flush=True)
+
+    def _steps(self, epoch: int) -> List[float]:
+        from tqdm.auto import tqdm
+
+        ts, task, accelerator = self.ts, self.task, self.accelerator
+        warmup = epoch < ts.freeze_epochs
+        for p in self.backbone_params:
+            p.requires_grad_(not warmup)
+        task.model.train()
+        _keep_frozen_in_eval(accelerator.unwrap_model(task.model), ts.freeze)
+        losses: List[float] = []
+        bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{ts.epochs}" + (" (heads only)" if warmup else ""),
+                   unit="batch", disable=not self.progress, leave=False)
+        for step, batch in enumerate(self.train_dl):
+            if step >= self.steps:
+                break
+            gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + epoch * 10_007 + step)
+            with accelerator.autocast():
+                loss, parts = task.loss(batch, gen)
+            self.opt.zero_grad(set_to_none=True)
+            if loss.requires_grad:  # a batch that reaches only frozen parts has nothing to train
+                accelerator.backward(loss)
+                if ts.grad_clip:
+                    accelerator.clip_grad_norm_(task.model.parameters(), ts.grad_clip)
+                self.opt.step()
+            with warnings.catch_warnings():  # the schedule counts skipped steps too, on purpose
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                self.sched.step()
+            losses.append(parts["loss"])
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            bar.update(1)
+        bar.close()
+        return losses
+
+
 def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: Any,
            history: List[Dict[str, Any]]) -> RunResult:
     """Reload the best checkpoint, fit the fusion if asked, score val and test, write reports."""
-    spec = recipe.train
+    ts = recipe.train
     task.load_exported(out_dir / "model")
     fusion = None
-    if spec.fit_fusion and isinstance(task, JointTask):
-        fusion = fit_fusion(task, data, spec.fit_fusion, spec.eval_batch_size)
+    if ts.fit_fusion and isinstance(task, JointTask):
+        fusion = fit_fusion(task, data, ts.fit_fusion, ts.eval_batch_size)
         task.export(out_dir / "model")
     val_items, test_items = data.items("val"), data.items("test")
-    val = evaluate_items(predict_items(task, val_items, data, spec.eval_batch_size), val_items) if val_items else {}
-    test_preds = test_predictions(task, test_items, data, out_dir, spec)
-    test = evaluate_items(test_preds, test_items, bootstrap=spec.bootstrap, seed=recipe.seed) if test_items else {}
+    val = evaluate_items(predict_items(task, val_items, data, ts.eval_batch_size), val_items) if val_items else {}
+    test_preds = test_predictions(task, test_items, data, out_dir, ts)
+    test = evaluate_items(test_preds, test_items, bootstrap=ts.bootstrap, seed=recipe.seed) if test_items else {}
     report = {"recipe": recipe.name, "best_epoch": best_epoch, "fusion": fusion, "val": val, "test": test,
               "history": history, "splits": {n: {p: len(getattr(s, p)) for p in ("train", "val", "test")}
                                               for n, s in data.splits.items()}}
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(report), indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(jsonable(report), indent=2))
     write_predictions(out_dir / "predictions.csv", test_items, test_preds)
     (out_dir / "results.md").write_text(results_markdown(recipe.name, test, val))
     try:
@@ -447,7 +341,7 @@ def finish(recipe: Recipe, task, data: TrainingData, out_dir: Path, best_epoch: 
     return RunResult(out_dir, best_epoch, val, test, history)
 
 
-def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: Path, spec) -> Dict[str, np.ndarray]:
+def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: Path, ts) -> Dict[str, np.ndarray]:
     """Test predictions: for JOINT through NaturalnessScorer on the exported checkpoint."""
     if not items:
         return {a: np.zeros(0) for a in AXES}
@@ -457,15 +351,15 @@ def test_predictions(task, items: Sequence[Item], data: TrainingData, out_dir: P
         from joint_core.preprocess.localizer import NoLocalizer
 
         localizer = task.preprocessor.localizer
-        scorer = NaturalnessScorer.from_pretrained(out_dir / "model", device=pick_device(spec.device),
+        scorer = NaturalnessScorer.from_pretrained(out_dir / "model", device=pick_device(ts.device),
                                                    dtype="float32",
                                                    localizer=None if isinstance(localizer, NoLocalizer) else localizer)
         # from the image files, exactly as a user would score them (not the training cache,
         # whose copies may be downscaled to cache_max_side)
-        res = scorer.score([it.sample.path for it in items], batch_size=spec.eval_batch_size, progress=False,
+        res = scorer.score([it.sample.path for it in items], batch_size=ts.eval_batch_size, progress=False,
                            on_error="raise")
         return {a: getattr(res, a).double().numpy() for a in AXES}
-    return predict_items(task, items, data, spec.eval_batch_size)
+    return predict_items(task, items, data, ts.eval_batch_size)
 
 
 class _Unwrapped:
@@ -499,134 +393,5 @@ class _Unwrapped:
     def load_exported(self, folder):
         with self._bare() as task:
             return task.load_exported(folder)
-
-
-# --------------------------------------------------------------------------------------------
-# reports
-# --------------------------------------------------------------------------------------------
-
-
-def _compact(val: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, Dict[str, float]]]:
-    return {d: {a: {k: m[k] for k in ("srcc", "plcc", "krcc", "rmse") if k in m} for a, m in axes.items()}
-            for d, axes in val.items()}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
-def _write_yaml(path: Path, data: Dict[str, Any]) -> None:
-    import yaml
-
-    path.write_text(yaml.safe_dump(_jsonable(data), sort_keys=False), encoding="utf-8")
-
-
-def write_predictions(path: Path, items: Sequence[Item], preds: Dict[str, np.ndarray]) -> None:
-    labels = labels_of(items)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["dataset", "name", "technical", "rationality", "naturalness", "mos", "mos_t", "mos_r"])
-        for i, it in enumerate(items):
-            w.writerow([it.dataset, it.sample.name] + [_fmt(preds[a][i]) for a in AXES]
-                       + [_fmt(labels[k][i]) for k in ("mos", "mos_t", "mos_r")])
-
-
-def _fmt(v: float) -> str:
-    return "" if v is None or math.isnan(v) else f"{v:.6f}"
-
-
-def results_markdown(name: str, test: Dict[str, Any], val: Dict[str, Any]) -> str:
-    lines = [f"# {name}", ""]
-    for title, block in (("Test", test), ("Validation (model selection)", val)):
-        if not block:
-            continue
-        lines += [f"## {title}", ""]
-        rows = {f"{name} ({ds})": axes for ds, axes in block.items()}
-        lines += [M.paper_table(rows, metrics=("srcc", "plcc", "krcc")), ""]
-        for ds, axes in block.items():
-            for axis, m in axes.items():
-                if "srcc_ci" in m:
-                    lines.append(f"- {ds} {axis}: SRCC {m['srcc']:.4f} [{m['srcc_ci'][0]:.3f}, {m['srcc_ci'][1]:.3f}], "
-                                 f"PLCC {m['plcc']:.4f} [{m['plcc_ci'][0]:.3f}, {m['plcc_ci'][1]:.3f}] "
-                                 f"(95 % bootstrap, n = {m['n']})")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_curves(history: List[Dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
-    ax[0].set(xlabel="epoch", ylabel="training loss")
-    ax[1].plot(ep, [h["val_select"] for h in history], marker="o", color="tab:green")
-    ax[1].set(xlabel="epoch", ylabel="validation selection metric")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_scatter(preds: Dict[str, np.ndarray], items: Sequence[Item], path: Path) -> None:
-    labels = {k: np.asarray(v, dtype=float) for k, v in labels_of(items).items()}
-    _scatter(np.asarray([it.dataset for it in items]), preds, labels, path)
-
-
-def read_predictions(csv_path: Path) -> Tuple[np.ndarray, Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """A run's ``predictions.csv``: data-set names, ``{axis: predictions}``, ``{label: MOS}``
-    (NaN where empty)."""
-    with Path(csv_path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise FileNotFoundError(f"{csv_path}: no predictions")
-    col = lambda k: np.asarray([float(r[k]) if r[k] != "" else np.nan for r in rows])  # noqa: E731
-    return (np.asarray([r["dataset"] for r in rows]), {a: col(a) for a in AXES},
-            {k: col(k) for k in ("mos", "mos_t", "mos_r")})
-
-
-def plot_predictions(csv_path: Path, path: Path) -> None:
-    """Predicted-vs-MOS scatter plots from a run's ``predictions.csv`` (format by ``path``'s
-    suffix: ``.png``, ``.svg``, ``.pdf``)."""
-    _scatter(*read_predictions(csv_path), path)
-
-
-def _scatter(names: np.ndarray, preds: Dict[str, np.ndarray], labels: Dict[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = []
-    for ds in dict.fromkeys(names.tolist()):
-        for axis in AXES:
-            m = names == ds
-            p, y = preds[axis][m], labels[LABEL_OF_AXIS[axis]][m]
-            ok = ~np.isnan(p) & ~np.isnan(y)
-            if ok.sum() >= 3:
-                panels.append((ds, axis, p[ok], y[ok]))
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-    for ax, (ds, axis, p, y) in zip(axes[0], panels):
-        ax.scatter(p, y, s=10, alpha=0.7)
-        ax.set(xlabel=f"predicted {axis}", ylabel="MOS", title=f"{ds}: SRCC {M.srcc(p, y):.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, **({"metadata": {"Date": None}} if str(path).endswith(".svg") else {}))
-    plt.close(fig)
 
 

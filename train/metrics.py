@@ -17,9 +17,10 @@ import torch
 
 from joint_core.model import logistic4
 from joint_core.result import AXES
+from joint_core.stats import check_level, percentile_interval, resample_indices
 
-#: target keys of :meth:`RatedDataset.arrays` and the axis each one rates
-TARGET_ALIASES = {"mos_t": "technical", "mos_r": "rationality", "mos": "naturalness"}
+from .labels import AXIS_OF_LABEL
+
 _BOOTSTRAP_METRICS = ("srcc", "plcc", "plcc_raw", "krcc", "rmse")
 _MIN_N = 3
 
@@ -226,25 +227,23 @@ def evaluate(pred: Any, mos: Any, bootstrap: int = 0, seed: int = 0, ci: float =
     """
     if int(bootstrap) < 0:
         raise ValueError(f"bootstrap must be >= 0, got {bootstrap!r}")
-    if not 0 < float(ci) < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+    try:
+        level = check_level(float(ci))
+    except ValueError:
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}") from None
     p, m, dropped = _clean(pred, mos)
     out: Dict[str, Any] = {"n": int(p.size), "n_dropped": dropped}
     out.update(_point(p, m))
     if bootstrap:
-        samples = {k: np.full(int(bootstrap), np.nan) for k in _BOOTSTRAP_METRICS}
+        samples: Dict[str, List[float]] = {k: [] for k in _BOOTSTRAP_METRICS}
         if p.size >= _MIN_N:
-            rng = np.random.default_rng(seed)
-            for b in range(int(bootstrap)):
-                idx = rng.integers(0, p.size, size=p.size)
-                res = _point(p[idx], m[idx], p0=out["logistic"])
-                for k in _BOOTSTRAP_METRICS:
-                    samples[k][b] = res[k]
-        lo_q, hi_q = 50 * (1 - float(ci)), 50 * (1 + float(ci))
+            for block in resample_indices(p.size, int(bootstrap), seed):
+                for idx in block:
+                    res = _point(p[idx], m[idx], p0=out["logistic"])
+                    for k in _BOOTSTRAP_METRICS:
+                        samples[k].append(res[k])
         for k, v in samples.items():
-            v = v[np.isfinite(v)]
-            out[f"{k}_ci"] = [float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))] if v.size \
-                else [math.nan, math.nan]
+            out[f"{k}_ci"] = list(percentile_interval(v, level))
         out["bootstrap"] = int(bootstrap)
         out["ci"] = float(ci)
     return out
@@ -254,12 +253,12 @@ def evaluate_axes(preds: Dict[str, Any], targets: Dict[str, Any], **kw: Any) -> 
     """:func:`evaluate` per axis (``technical``, ``rationality``, ``naturalness``, then any others).
 
     ``targets`` may use the keys of :meth:`RatedDataset.arrays` (``mos_t``, ``mos_r``, ``mos``,
-    see :data:`TARGET_ALIASES`). Axes whose targets are all NaN (the data set does not rate
+    see :data:`train.labels.AXIS_OF_LABEL`). Axes whose targets are all NaN (the data set does not rate
     them) and axes without a prediction are skipped. ``kw`` goes to :func:`evaluate`.
     """
     named: Dict[str, Any] = {}
     for key, value in targets.items():
-        axis = TARGET_ALIASES.get(key, key)
+        axis = AXIS_OF_LABEL.get(key, key)
         if axis not in named or key == axis:
             named[axis] = value
     order = [a for a in AXES if a in named] + [a for a in named if a not in AXES]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .data import Item, TrainingData, loader
+from .labels import LABEL_OF_AXIS
 from .recipe import RecipeError
 
 ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 36))
@@ -29,8 +30,8 @@ ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 36))
 
 def branch_label(branch: str, objective: str) -> str:
     if objective in ("fs", "joint++"):
-        return "mos_t" if branch == "technical" else "mos_r"
-    return "mos"
+        return LABEL_OF_AXIS[branch]
+    return LABEL_OF_AXIS["naturalness"]
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 from joint_core.config import ConfigError, JointConfig, build_dataclass, get_preset
 
 from .losses import LossConfig
+from .labels import LABELS
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -177,7 +178,7 @@ class Recipe:
             raise RecipeError(f"recipe.train.fit_fusion names {t.fit_fusion!r}, not one of the data sets {names}")
         for d in self.data:
             for lab in d.drop_labels:
-                if lab not in ("mos", "mos_t", "mos_r"):
+                if lab not in LABELS:
                     raise RecipeError(f"recipe.data[{d.name}].drop_labels: unknown label {lab!r}")
             kind = d.split.get("kind", "random")
             if kind not in ("random", "official", "holdout", "file"):

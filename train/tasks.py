@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from joint_core.backbones import check_fits, load_imagenet_weights
-from joint_core.checkpoint import save_model
+from joint_core.checkpoint import WEIGHTS_NAME, load_weights, save_model, save_weights
 from joint_core.config import BranchConfig, JointConfig
 from joint_core.model import JointModel
 from joint_core.preprocess import Preprocessor
@@ -27,11 +27,9 @@ from joint_core.preprocess.pipeline import normalize
 
 from .data import Batch
 from .degrade import degrade
+from .labels import AXIS_OF_LABEL
 from .losses import LossConfig, consistency_loss, joint_objective, ranking_hinge, wsd_loss
 from .recipe import ModelSpec, Recipe, RecipeError
-
-AXIS_OF_LABEL = {"mos": "naturalness", "mos_t": "technical", "mos_r": "rationality"}
-
 
 # --------------------------------------------------------------------------------------------
 # initialisation
@@ -85,36 +83,42 @@ def _params(module: nn.Module, frozen: List[str], prefix: str = "") -> Tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-class JointTask:
-    """JOINT / JOINT++ on a :class:`JointModel`."""
+class _Task:
+    """What the loop needs of every task besides loss / predict / export: ``model`` (an
+    ``nn.Module``) and ``preprocessor`` moved together, and the parameter groups to optimise."""
 
-    kind = "joint"
+    model: nn.Module
+    preprocessor: Preprocessor
 
-    def __init__(self, config: JointConfig, loss: LossConfig, spec: Optional[ModelSpec] = None,
-                 localizer=None):
-        self.config = config
-        self.loss_cfg = loss
-        self.model = JointModel(config)
-        if spec is not None:
-            if spec.checkpoint:
-                from joint_core.checkpoint import load_model
-
-                src = load_model(spec.checkpoint)
-                self.model.load_state_dict(src.state_dict(), strict=True)
-            else:
-                for branch in ("technical", "rationality"):
-                    init_backbone(getattr(self.model, branch).backbone,
-                                  getattr(config, branch).backbone, spec.init.get(branch, "none"))
-        self.preprocessor = Preprocessor(config.preprocess, _localizer_for(config, localizer))
-        self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
-
-    def to(self, device: torch.device) -> "JointTask":
+    def to(self, device: torch.device):
         self.model.to(device)
         self.preprocessor.to(device)
         return self
 
     def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
+        """``(backbone, head)`` parameters, the frozen ones (``train.freeze``) left out."""
         return _params(self.model, frozen)
+
+
+class JointTask(_Task):
+    """JOINT / JOINT++ on a :class:`JointModel`."""
+
+    kind = "joint"
+
+    def __init__(self, config: JointConfig, loss: LossConfig, model_spec: Optional[ModelSpec] = None,
+                 localizer=None):
+        self.config = config
+        self.loss_cfg = loss
+        self.model = JointModel(config)
+        if model_spec is not None:
+            if model_spec.checkpoint:  # fine-tune: the recipe's architecture, the checkpoint's weights
+                load_weights(self.model, Path(model_spec.checkpoint) / WEIGHTS_NAME)
+            else:
+                for branch in ("technical", "rationality"):
+                    init_backbone(getattr(self.model, branch).backbone,
+                                  getattr(config, branch).backbone, model_spec.init.get(branch, "none"))
+        self.preprocessor = Preprocessor(config.preprocess, _localizer_for(config, localizer))
+        self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
         if self.loss_cfg.objective == "fs" and self.loss_cfg.missing_labels == "skip":
@@ -192,9 +196,7 @@ class JointTask:
         return save_model(self.model, folder)
 
     def load_exported(self, folder: Path) -> None:
-        from joint_core.checkpoint import load_model
-
-        self.model.load_state_dict(load_model(folder).state_dict(), strict=True)
+        load_weights(self.model, Path(folder) / WEIGHTS_NAME)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,26 +225,19 @@ class Regressor(nn.Module):
         return self.head(f).squeeze(-1)
 
 
-class RegressorTask:
+class RegressorTask(_Task):
     """NR-AIGCIQA / FR-AIGCIQA and the single-branch baselines, trained on one label."""
 
-    def __init__(self, spec: ModelSpec, config: JointConfig, loss: LossConfig):
-        self.kind = spec.kind
-        self.spec = spec
+    def __init__(self, model_spec: ModelSpec, config: JointConfig, loss: LossConfig):
+        self.kind = model_spec.kind
+        self.model_spec = model_spec
         self.loss_cfg = loss
-        self.model = Regressor(spec.backbone, spec.head_hidden, reference=spec.kind == "fr-regressor")
-        how = spec.init.get("backbone", spec.init.get("rationality", "none"))
-        init_backbone(self.model.backbone, spec.backbone, how)
+        self.model = Regressor(model_spec.backbone, model_spec.head_hidden,
+                               reference=model_spec.kind == "fr-regressor")
+        how = model_spec.init.get("backbone", model_spec.init.get("rationality", "none"))
+        init_backbone(self.model.backbone, model_spec.backbone, how)
         self.preprocessor = Preprocessor(config.preprocess)
-        self.axis = AXIS_OF_LABEL[spec.target]
-
-    def to(self, device: torch.device) -> "RegressorTask":
-        self.model.to(device)
-        self.preprocessor.to(device)
-        return self
-
-    def parameter_groups(self, frozen: List[str]) -> Tuple[list, list]:
-        return _params(self.model, frozen)
+        self.axis = AXIS_OF_LABEL[model_spec.target]
 
     def _inputs(self, batch: Batch, train: bool, generator=None) -> Tuple[Tensor, Optional[Tensor]]:
         pre = self.preprocessor
@@ -257,7 +252,7 @@ class RegressorTask:
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
         x, ref = self._inputs(batch, True, generator)
         pred = self.model(x, ref)
-        target = getattr(batch, self.spec.target).to(pred.device)
+        target = getattr(batch, self.model_spec.target).to(pred.device)
         keep = ~torch.isnan(target)
         if not bool(keep.any()):
             return pred.sum() * 0.0, {"loss": 0.0}
@@ -271,20 +266,15 @@ class RegressorTask:
         return {self.axis: self.model(x, ref)}
 
     def export(self, folder: Path) -> Path:
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                  str(folder / "model.safetensors"))
+        folder = Path(folder)
+        save_weights(self.model.state_dict(), folder / WEIGHTS_NAME)
         (folder / "regressor.json").write_text(json.dumps({
-            "kind": self.kind, "backbone": self.spec.backbone, "head_hidden": self.spec.head_hidden,
-            "target": self.spec.target}, indent=2))
+            "kind": self.kind, "backbone": self.model_spec.backbone, "head_hidden": self.model_spec.head_hidden,
+            "target": self.model_spec.target}, indent=2))
         return folder
 
     def load_exported(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        self.model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        load_weights(self.model, Path(folder) / WEIGHTS_NAME)
 
 
 def _localizer_for(config: JointConfig, localizer):

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from ..labels import LABELS
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: how many problems a DatasetError message lists before "... and N more"
@@ -114,7 +116,7 @@ class RatedDataset:
     def arrays(self) -> Dict[str, np.ndarray]:
         """``{"mos", "mos_t", "mos_r"}`` as float64 arrays in sample order, NaN where a value is None."""
         out = {}
-        for key in ("mos", "mos_t", "mos_r"):
+        for key in LABELS:
             vals = [getattr(s, key) for s in self.samples]
             out[key] = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..labels import LABELS
 from .base import (
     PathLike,
     ProblemLog,
@@ -22,7 +23,7 @@ from .base import (
 
 #: our field names that a ``columns`` mapping may use
 CSV_FIELDS = ("name", "mos", "mos_t", "mos_r", "group", "ref")
-_SCORES = ("mos", "mos_t", "mos_r")
+_SCORES = LABELS
 
 
 def read_rated_table(
