@@ -105,7 +105,8 @@ def read_scores(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     if not path.is_file():
         raise ReportError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # file names that are not UTF-8 are stored as their bytes (joint score's CSV): keep them
+        text = path.read_bytes().decode("utf-8-sig", "surrogateescape")
         if suffix == ".csv":
             rows: Any = list(csv.DictReader(io.StringIO(text, newline="")))
         elif suffix == ".jsonl":
@@ -456,7 +457,7 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8", errors="backslashreplace")   # a name that is not UTF-8: \udcff
     tmp.replace(out)
     scored = sum(r.scored for r in rows)
     return ReportSummary(out, len(rows), scored, len(rows) - scored, groups,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Hashable, Iterator, List, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -150,43 +150,65 @@ class ScoreResult:
     # -- selection: one rule -----------------------------------------------------------------
 
     def keep(self, by: Optional[By] = None, k: Optional[int] = None, threshold: Optional[float] = None,
-             group_size: Optional[int] = None, sort: bool = False, descending: bool = True) -> List[int]:
+             group_size: Optional[int] = None, sort: bool = False, descending: bool = True,
+             groups: Optional[Sequence[Hashable]] = None, fraction: Optional[float] = None) -> List[int]:
         """Indices of the images to keep, in output order - the one selection rule of the project.
 
-        The batch is cut into consecutive groups of ``group_size`` (one group per prompt; None:
-        the whole batch is one group) and each group is handled on its own, groups in order:
+        The batch is cut into groups, each handled on its own, groups in order: consecutive runs of
+        ``group_size`` (one group per prompt), or ``groups``, one label per image (the images
+        sharing a label form a group, e.g. a sub-folder; groups come in the order of their first
+        image). With neither, the whole batch is one group. In each group:
 
-        - ``sort`` or ``k``: the group is ordered by ``by``, best first (worst first when not
-          ``descending``); ties keep input order; flagged images (``warnings``) come after all
-          unflagged ones (ordered the same way among themselves), unscored images last.
+        - ``sort``, ``k`` or ``fraction``: the group is ordered by ``by``, best first (worst first
+          when not ``descending``); ties keep input order; flagged images (``warnings``) come after
+          all unflagged ones (ordered the same way among themselves), unscored images last.
           Otherwise input order.
         - ``threshold``: images whose ``by`` score is below it are dropped (the threshold is on the
           ``by`` scale; a mix is a weighted mean, so it stays on the 1-5 scale), and so are
           flagged images, whatever their score.
-        - ``k``: at most the first ``k`` are kept (flagged images only when fewer than ``k``
-          unflagged ones are left).
-        - Whenever something can be dropped (``k`` or ``threshold``), unscored images are dropped
-          too; sorting alone keeps them, last.
+        - ``k``: at most the first ``k`` are kept. ``fraction`` (in (0, 1]): at most
+          ``ceil(fraction * scored images of the group)`` (so a group with a scored image keeps at
+          least one); with both, the smaller bound holds. Flagged images are kept only when fewer
+          unflagged ones than that bound are left.
+        - Whenever something can be dropped (``k``, ``fraction`` or ``threshold``), unscored images
+          are dropped too; sorting alone keeps them, last.
         """
         n = len(self)
         if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
                                        or group_size < 1):
             raise ValueError(f"group_size must be a positive integer or None, got {group_size!r}")
-        size = group_size or max(n, 1)
-        if n % size:
-            raise ValueError(f"{n} images cannot be split into groups of {size}")
+        if group_size is not None and groups is not None:
+            raise ValueError("give group_size or groups, not both")
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise ValueError(f"k must be a non-negative integer or None, got {k!r}")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0.0 < fraction <= 1.0):
+            raise ValueError(f"fraction must be a number in (0, 1] or None, got {fraction!r}")
         threshold = check_threshold(threshold)
+        if groups is not None:
+            if len(groups) != n:
+                raise ValueError(f"groups has {len(groups)} labels for {n} images")
+            by_label: Dict[Hashable, List[int]] = {}
+            for i, label in enumerate(groups):
+                by_label.setdefault(label, []).append(i)
+            parts: List[Sequence[int]] = list(by_label.values())
+        else:
+            size = group_size or max(n, 1)
+            if n % size:
+                raise ValueError(f"{n} images cannot be split into groups of {size}")
+            parts = [range(start, min(n, start + size)) for start in range(0, n, size)]
         values = self.scores(by).tolist()
-        prune = k is not None or threshold is not None
+        prune = k is not None or threshold is not None or fraction is not None
         kept: List[int] = []
         flagged = {i for i in self.warnings if i not in self.errors}
-        for start in range(0, n, size):
-            group = range(start, min(n, start + size))
+        for group in parts:
             scored = [i for i in group if i not in self.errors]
             failed = [i for i in group if i in self.errors]
-            if sort or k is not None:
+            limit = k
+            if fraction is not None:
+                share = math.ceil(fraction * len(scored) - 1e-9)
+                limit = share if limit is None else min(limit, share)
+            if sort or limit is not None:
                 sign = -1.0 if descending else 1.0
                 # stable: ties keep input order; flagged after unflagged whatever the direction
                 scored.sort(key=lambda i: (i in flagged, sign * values[i]))
@@ -195,8 +217,8 @@ class ScoreResult:
                 order = [i for i in group if not (prune and i in self.errors)]
             if threshold is not None:
                 order = [i for i in order if i not in flagged and values[i] >= threshold]
-            if k is not None:
-                order = order[:k]
+            if limit is not None:
+                order = order[:limit]
             kept.extend(order)
         return kept
 

@@ -7,9 +7,10 @@ through this class.
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -210,18 +211,12 @@ class NaturalnessScorer:
         try:
             for start in range(0, len(todo), batch_size):
                 idx = todo[start:start + batch_size]
-                tb, rb, nb = self._score_items([items[i] for i in idx], errors, idx)
-                finite = (torch.isfinite(tb) & torch.isfinite(rb) & torch.isfinite(nb)).tolist()
+                tb, rb, nb, errs = self._score_batch([items[i] for i in idx])
                 for j, i in enumerate(idx):
-                    if i in errors:
-                        continue
-                    if not finite[j]:
-                        errors[i] = f"{items[i].source}: the model produced a non-finite score" + (
-                            f" (dtype {str(self.dtype).replace('torch.', '')}: an overflow? try dtype=torch.float32)"
-                            if self.dtype in (torch.float16, torch.bfloat16) else
-                            " in float32 (the model's weights or this input give NaN or infinity)")
-                        continue
-                    tech[i], rat[i], nat[i] = tb[j], rb[j], nb[j]
+                    if j in errs:
+                        errors[i] = errs[j]
+                    else:
+                        tech[i], rat[i], nat[i] = tb[j], rb[j], nb[j]
                 done += len(idx)
                 if bar is not None:
                     bar.update(len(idx))
@@ -247,6 +242,66 @@ class NaturalnessScorer:
         return result
 
     __call__ = score
+
+    def score_items(self, items: Sequence[ImageItem]) -> ScoreResult:
+        """Score one batch of already-loaded :class:`ImageItem` s (what
+        :func:`~joint_core.preprocess.images.load_one` gives); items that failed to load keep
+        their error. The unit of work of :meth:`score_iter` and of the Ray engine's actors."""
+        tech, rat, nat, errors = self._score_batch(items)
+        flagged = {j: it.warning for j, it in enumerate(items) if it.warning and j not in errors}
+        return ScoreResult(tech, rat, nat, [it.source for it in items], errors,
+                           tuple(self.config.score_range), default_by=self.config.ranking,
+                           warnings=flagged)
+
+    def score_iter(self, inputs: Any, batch_size: int = 16, num_workers: int = 0, prefetch: int = 2,
+                   progress: Optional[bool] = None, total: Optional[int] = None,
+                   layout: Literal["auto", "channels_first", "channels_last"] = "auto"
+                   ) -> Iterator[List[Dict[str, Any]]]:
+        """Score a stream of images batch by batch, decoding in worker processes; yields each
+        batch's records (as :meth:`ScoreResult.to_records`, with ``index`` counting from the start
+        of ``inputs``), in input order.
+
+        Memory does not grow with the number of images: files are opened lazily, at most
+        ``num_workers * prefetch`` batches are decoded ahead, and nothing is kept after a batch is
+        yielded. The scores are those of :meth:`score` for the same images, bit for bit on CPU.
+
+        Args:
+            inputs: an iterable (a generator is fine) of paths, in-memory images as :meth:`score`
+                takes them, or :class:`~joint_core.stream.Sample` s - or a source from
+                :func:`joint_core.stream.open_inputs` (folders, globs, lists, WebDataset tars,
+                Parquet/CSV tables). A single path or image is one input.
+            batch_size: images per forward pass.
+            num_workers: decoding processes (0: decode in this process).
+            prefetch: batches each worker decodes ahead.
+            progress: a tqdm bar (default: on a terminal); ``total`` sets its length when known.
+            layout: how in-memory arrays and tensors are read, as for :meth:`score`.
+
+        The per-image limits of :meth:`score` hold in the workers (:attr:`limits`); flagged
+        images carry their message in the records' ``warning``.
+        """
+        from .stream.loader import iter_batches
+
+        if isinstance(inputs, (str, os.PathLike)) or _is_single_image(inputs):
+            inputs = [inputs]
+        elif hasattr(inputs, "samples"):
+            inputs = inputs.samples()
+        if total is None and hasattr(inputs, "__len__"):
+            total = len(inputs)
+        bar = self._progress_bar(total, 0, progress)
+        done = 0
+        try:
+            for items in iter_batches(inputs, batch_size, num_workers, prefetch,
+                                      limits=self.limits, layout=check_layout(layout)):
+                records = self.score_items(items).to_records()
+                for r in records:
+                    r["index"] += done
+                done += len(records)
+                if bar is not None:
+                    bar.update(len(records))
+                yield records
+        finally:
+            if bar is not None:
+                bar.close()
 
     @torch.inference_mode()
     def score_tensors(self, images: Sequence[Tensor]) -> Dict[str, Tensor]:
@@ -276,6 +331,30 @@ class NaturalnessScorer:
         out = self.model(x_t, x_r)
         return out.technical, out.rationality
 
+    def _score_batch(self, items: Sequence[ImageItem]) -> Tuple[Tensor, Tensor, Tensor, Dict[int, str]]:
+        """Scores of one chunk (NaN where failed) and the errors by position in the chunk: items
+        that failed to load keep their error, an image whose scoring fails is retried alone,
+        a non-finite score is an error."""
+        n = len(items)
+        tech, rat, nat = (torch.full((n,), float("nan")) for _ in range(3))
+        errors = {j: it.error for j, it in enumerate(items) if not it.ok}
+        ok = [j for j, it in enumerate(items) if it.ok]
+        if not ok:
+            return tech, rat, nat, errors
+        tb, rb, nb = self._score_items([items[j] for j in ok], errors, ok)
+        finite = (torch.isfinite(tb) & torch.isfinite(rb) & torch.isfinite(nb)).tolist()
+        for m, j in enumerate(ok):
+            if j in errors:
+                continue
+            if not finite[m]:
+                errors[j] = f"{items[j].source}: the model produced a non-finite score" + (
+                    f" (dtype {str(self.dtype).replace('torch.', '')}: an overflow? try dtype=torch.float32)"
+                    if self.dtype in (torch.float16, torch.bfloat16) else
+                    " in float32 (the model's weights or this input give NaN or infinity)")
+                continue
+            tech[j], rat[j], nat[j] = tb[m], rb[m], nb[m]
+        return tech, rat, nat, errors
+
     @torch.inference_mode()
     def _score_items(self, batch: List[ImageItem], errors: Dict[int, str], idx: List[int]):
         """Score one chunk; an image that fails inside preprocessing is retried alone so that
@@ -294,16 +373,26 @@ class NaturalnessScorer:
         return tuple(torch.cat([o[k] for o in outs]) for k in range(3))
 
     @staticmethod
-    def _progress_bar(total: int, batch_size: int, progress: Optional[bool]):
+    def _progress_bar(total: Optional[int], batch_size: int, progress: Optional[bool], initial: int = 0):
+        """A tqdm bar (images/s and ETA) on stderr; by default only on a terminal and for more
+        than one batch (``total`` None: length unknown)."""
         import sys
 
         if progress is None:
-            progress = total > batch_size and sys.stderr.isatty()
+            progress = (total is None or total > batch_size) and sys.stderr.isatty()
         if not progress:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc="scoring", unit="img")
+        return tqdm(total=total, initial=initial, desc="scoring", unit="img", dynamic_ncols=True,
+                    smoothing=0.05)
+
+
+def _is_single_image(obj: Any) -> bool:
+    from PIL import Image
+    import numpy as np
+
+    return isinstance(obj, (Image.Image, np.ndarray, torch.Tensor))
 
 
 def _signed(v: float) -> str:

@@ -43,8 +43,11 @@ def test_sort_top_and_jsonl(folder, tiny_model_dir, tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     tech = [r["technical"] for r in rows]
     assert tech == sorted(tech, reverse=True) and len(rows) == 3
+    # an existing score file is finished work: it is never replaced without --overwrite
+    assert main(["score", *good, "-m", str(tiny_model_dir), "--top", "1", "-o", str(out), "-q"]) == 2
+    assert "--resume" in capsys.readouterr().err and len(out.read_text().splitlines()) == 3
     assert main(["score", *good, "-m", str(tiny_model_dir), "--top", "1", "--sort", "technical",
-                 "-o", str(out), "-q"]) == 0
+                 "-o", str(out), "-q", "--overwrite"]) == 0
     top = [json.loads(line) for line in out.read_text().splitlines()]
     assert top == rows[:1]
     assert main(["score", *good, "-m", str(tiny_model_dir), "--top", "2", "--ascending",

@@ -454,7 +454,7 @@ def test_cli_marks_flagged_images_and_ranks_them_last(tmp_path, corpus, capsys):
     rows = list(csv.DictReader(out.open()))
     assert {Path(r["source"]).stem for r in rows} <= set(PHOTOS) and all(r["warning"] == "" for r in rows)
     assert main(["score", str(tmp_path), "-m", "default", "--sort", "naturalness", "--no-progress",
-                 "-o", str(out)]) == 0
+                 "-o", str(out), "--overwrite"]) == 0
     captured = capsys.readouterr()
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["source"]).stem in DEGENERATE for r in rows] == [False] * 3 + [True] * 3

@@ -189,3 +189,54 @@ def test_histogram_and_percentile_interval():
     assert counts == [2, 1, 0, 2] and edges == [1.0, 2.0, 3.0, 4.0, 5.0]     # 7.0 counts in the last bin
     assert stats.percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0), abs=1e-9)
     assert all(math.isnan(v) for v in stats.percentile_interval([math.nan]))
+
+
+def test_score_writes_the_report_right_after_scoring(scored, tmp_path, tiny_model_dir, capsys):
+    """`joint score ... --report` gives the page `joint report` makes from the same scores (one
+    writer), with or without --out; a report path that cannot be written fails before scoring."""
+    folders = [str(tmp_path / "gen-a"), str(tmp_path / "gen-b")]
+    reference = tmp_path / "reference.html"
+    assert main(["report", str(scored), "--out", str(reference), "-q"]) == 0
+    capsys.readouterr()
+    out, html = tmp_path / "again.csv", tmp_path / "reports" / "r.html"
+    assert main(["score", *folders, "-m", str(tiny_model_dir), "-o", str(out), "--report", str(html),
+                 "--no-progress"]) == 1                                    # broken.png, as before
+    assert re.search(r"wrote the report .*r\.html: 6 images", capsys.readouterr().out)
+    assert page_data(html)["rows"] == page_data(reference)["rows"]       # cards, scores, groups, thumbnails
+    assert "broken.png" in re.search(r'<table id="failed">(.*?)</table>', html.read_text(), re.S).group(1)
+    # no --out: the report of the rows scored in this run
+    bare = tmp_path / "bare.html"
+    assert main(["score", *folders, "-m", str(tiny_model_dir), "--report", str(bare), "-q", "--no-progress"]) == 1
+    assert page_data(bare)["rows"] == page_data(reference)["rows"]
+    # --top with --out: the report shows what the file keeps
+    top = tmp_path / "top.html"
+    assert main(["score", *folders, "-m", str(tiny_model_dir), "-o", str(tmp_path / "top.csv"), "--top", "2",
+                 "--report", str(top), "-q", "--no-progress"]) == 1
+    assert len(page_data(top)["rows"]) == 2
+    # a folder where the report should go: refused before anything is scored or written
+    capsys.readouterr()
+    assert main(["score", *folders, "-m", str(tiny_model_dir), "-o", str(tmp_path / "never.csv"),
+                 "--report", str(tmp_path), "-q"]) == 2
+    assert "--report" in capsys.readouterr().err and not (tmp_path / "never.csv").exists()
+
+
+def test_names_that_are_not_utf8_come_back_from_the_score_table(tmp_path, photos, tiny_model_dir, capsys):
+    """joint score writes such names as their bytes; joint report reads them back (issue 17, item 4)."""
+    import os
+
+    d = os.fsencode(tmp_path)
+    for name in (b"bad-\xff\xfe.png", b"ok.png"):
+        Image.fromarray(photos["coffee"][:64, :64]).save(os.path.join(d, name))
+    os.mkdir(os.path.join(d, b"sub-\xff"))                      # and a folder, so groups hold the odd name
+    Image.fromarray(photos["astronaut"][:64, :64]).save(os.path.join(d, b"sub-\xff", b"x.png"))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    os.rename(tmp_path / "broken.png", os.path.join(d, b"broken-\xff.png"))
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(tmp_path), "-r", "-m", str(tiny_model_dir), "-o", str(scores), "-q"]) == 1
+    out = tmp_path / "r.html"
+    assert main(["report", str(scores), "--out", str(out), "-q"]) == 0, capsys.readouterr().err
+    rows = page_data(out)["rows"]
+    assert sorted(os.fsencode(r["source"]) for r in rows) == sorted(
+        os.path.join(d, n) for n in (b"bad-\xff\xfe.png", b"ok.png", os.path.join(b"sub-\xff", b"x.png")))
+    assert all(r["thumb"] for r in rows)                        # the files were found by those names
+    assert "broken-\\udcff.png" in out.read_text(encoding="utf-8")   # listed, escaped

@@ -62,6 +62,36 @@ def test_groups_are_selected_independently_in_group_order():
         res.keep(group_size=4)
 
 
+def test_groups_by_label_are_selected_independently_in_order_of_first_appearance():
+    #            a    b    a    c    b    a
+    res = make([1.0, 5.0, 3.0, 2.0, 4.0, 2.5], errors=[3])
+    labels = ["a", "b", "a", "c", "b", "a"]
+    assert res.keep(k=1, groups=labels) == [2, 1]                 # group c has only a failed image
+    assert res.keep(sort=True, groups=labels) == [2, 5, 0, 1, 4, 3]
+    assert res.keep(threshold=2.5, groups=labels) == [2, 5, 1, 4]
+    # labels that come back later still join their group (not consecutive runs)
+    assert res.keep(groups=labels) == [0, 2, 5, 1, 4, 3]
+    with pytest.raises(ValueError, match="3 labels for 6"):
+        res.keep(groups=labels[:3])
+    with pytest.raises(ValueError, match="not both"):
+        res.keep(groups=labels, group_size=2)
+
+
+def test_fraction_keeps_the_best_share_of_each_group_at_least_one():
+    res = make([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert res.keep(fraction=0.2) == [9, 8]
+    assert res.keep(fraction=0.7) == [9, 8, 7, 6, 5, 4, 3]        # 0.7 * 10 is 7, not 8 (float rounding)
+    assert res.keep(fraction=0.01) == [9]                         # ceil: a scored group keeps one
+    assert res.keep(fraction=1.0) == list(range(9, -1, -1))
+    assert res.keep(fraction=0.5, k=2) == [9, 8]                  # the smaller bound
+    # per group, counted over the scored images; unscored ones are dropped
+    grouped = make([1.0, 2.0, 3.0, 4.0, 9.0, 8.0], errors=[3])
+    assert grouped.keep(fraction=0.5, groups=[0, 0, 0, 0, 1, 1]) == [2, 1, 4]
+    for bad in (0, 0.0, 1.5, -0.1, True, "0.2", NAN):
+        with pytest.raises(ValueError, match="fraction"):
+            res.keep(fraction=bad)
+
+
 def test_by_an_axis_or_a_weighted_mix():
     res = make([4.0, 3.0, 2.0], tech=[1.0, 2.0, 5.0])
     assert res.keep(by="technical", k=1) == [2]

@@ -17,9 +17,9 @@ from typing import Optional, Sequence
 from .. import __version__
 from ..checkpoint import CheckpointError
 from ..config import ConfigError
-from .common import EXIT_ERROR
+from .common import EXIT_ERROR, safe_streams
 
-COMMANDS = ("score", "report", "convert", "info")
+COMMANDS = ("score", "filter", "merge", "report", "convert", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    safe_streams()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to tell the user how to resume
     try:
         return args.run(args)
     except (CheckpointError, ConfigError) as e:

@@ -33,3 +33,35 @@ def load_scorer(model: Optional[str], device: str = "auto", dtype: str = "auto",
         raise CheckpointError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - one line for the user, not a traceback
         raise CheckpointError(f"could not load the model: {e}") from None
+
+
+def show(text: object, stream=None) -> str:
+    """``text`` as any terminal can print it, whatever the locale: bytes of a file name that are
+    not UTF-8 as ``\\xNN``, control and invisible formatting characters (newlines, ANSI escapes,
+    right-to-left overrides) escaped, characters the stream's encoding lacks as ``\\uNNNN``."""
+    import sys
+
+    s = str(text)
+    try:
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    if not s.isprintable():
+        s = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+    enc = getattr(stream if stream is not None else sys.stdout, "encoding", None) or "utf-8"
+    try:
+        return s.encode(enc, "backslashreplace").decode(enc)
+    except LookupError:
+        return s
+
+
+def safe_streams() -> None:
+    """Make stdout/stderr escape what their encoding cannot print instead of raising (a file
+    name under ``PYTHONIOENCODING=ascii``, in a C locale)."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced streams (pytest capture, StringIO)
+            pass

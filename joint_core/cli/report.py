@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Optional
 
-from .common import EXIT_ERROR, EXIT_OK, positive_int
+from .common import EXIT_ERROR, EXIT_OK, positive_int, show
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -29,35 +30,59 @@ def register(sub) -> argparse.ArgumentParser:
     return r
 
 
+def progress_bar():
+    """A ``progress(done, total)`` callback drawing the thumbnails' bar on a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="thumbnails", unit="img")
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return progress
+
+
+def check_report_path(path: str) -> Optional[str]:
+    """Why the report cannot be written to ``path`` (a folder, a folder that cannot be made or
+    written), checked before any scoring; None when it can."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return f"--report {path}: is a folder"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".check"):
+            pass
+    except OSError as e:
+        return f"--report {path}: cannot write there ({e.strerror or e})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..report import ReportError, write_html_report
 
-    progress = None
-    if not args.quiet and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        bar = None
-
-        def progress(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, desc="thumbnails", unit="img")
-            bar.update(done - bar.n)
-            if done == total:
-                bar.close()
-
+    progress = None if args.quiet else progress_bar()
     group_by = None if args.group_by.lower() == "none" else args.group_by
     try:
         summary = write_html_report(args.scores, args.out, group_by=group_by, root=args.root,
                                     thumb_size=args.thumb_size, title=args.title, page_size=args.page_size,
                                     progress=progress)
     except ReportError as e:
-        print(f"joint: error: {e}", file=sys.stderr)
+        print(f"joint: error: {show(e, sys.stderr)}", file=sys.stderr)
         return EXIT_ERROR
     if not args.quiet:
         groups = f", {len(summary.groups)} groups" if summary.groups else ""
         failed = f" ({summary.failed} not scored)" if summary.failed else ""
         missing = f"; {summary.missing_thumbnails} image file(s) not found" if summary.missing_thumbnails else ""
-        print(f"wrote {summary.path}: {summary.images} images{failed}{groups}, "
+        print(f"wrote {show(summary.path)}: {summary.images} images{failed}{groups}, "
               f"{summary.bytes / 1e6:.1f} MB{missing}")
     return EXIT_OK

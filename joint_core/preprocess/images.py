@@ -37,6 +37,7 @@ can call it in DataLoader worker processes.
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import stat
@@ -314,22 +315,35 @@ def open_regular(path: str, what: str = "an image file", error: type = ImageInpu
 
 
 def _load_path(path: Union[str, os.PathLike], limits: ImageLimits) -> Tuple[Tensor, Optional[str]]:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(path, UnreadablePath):
         raise ImageInputError(path.reason)
     name = os.fspath(path)
     name = name if isinstance(name, str) else os.fsdecode(name)
+    with open_regular(name) as f:
+        return _decode(f, name, limits)
+
+
+def decode_image(fp: Any, source: str, limits: Optional[ImageLimits] = None) -> Tensor:
+    """Decode an encoded image from a binary file object - ``io.BytesIO`` over the bytes of a
+    tar member or a Parquet cell - as an RGB ``[3, H, W]`` tensor, with the same limits and
+    orientation as files. Every failure is an :class:`ImageInputError` naming ``source``."""
+    return _decode(fp, source, limits or _DEFAULT_LIMITS)[0]
+
+
+def _decode(f: Any, name: str, limits: ImageLimits) -> Tuple[Tensor, Optional[str]]:
+    """An open binary file -> (tensor, note): declared size checked before decoding, large JPEGs
+    drafted, EXIF orientation applied, the aspect and size rules of :class:`ImageLimits`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
-        with open_regular(name) as f:
-            with warnings.catch_warnings():
-                # our own budget is checked below, before decoding; Pillow's warning is not an error
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(f) as img:
-                    _check_declared_size(img, name, limits)
-                    _draft(img, limits)
-                    ImageOps.exif_transpose(img, in_place=True)
-                    return _pil_image(img, name, limits, from_user=False)
+        with warnings.catch_warnings():
+            # our own budget is checked below, before decoding; Pillow's warning is not an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(f) as img:
+                _check_declared_size(img, name, limits)
+                _draft(img, limits)
+                ImageOps.exif_transpose(img, in_place=True)
+                return _pil_image(img, name, limits, from_user=False)
     except ImageInputError:
         raise
     except Image.DecompressionBombError as e:   # Pillow's own check in open(), at twice its limit
@@ -339,6 +353,23 @@ def _load_path(path: Union[str, os.PathLike], limits: ImageLimits) -> Tuple[Tens
         raise ImageInputError(f"{name}: not an image file, or a format Pillow cannot read") from None
     except Exception as e:  # any decoder failure (struct.error, IndexError, ...) is this file's fault
         raise ImageInputError(f"{name}: cannot decode image ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def load_one(obj: Union[str, os.PathLike, bytes, bytearray, memoryview], source: Optional[str] = None,
+             limits: Optional[ImageLimits] = None) -> ImageItem:
+    """One image file (a path) or one encoded image (bytes, named by ``source``) -> one
+    :class:`ImageItem`; never raises. The per-item loader of the streaming data loader
+    (:mod:`joint_core.stream`), which runs it in worker processes; the same checks, limits and
+    degenerate-image flags as :func:`load_items`."""
+    limits = limits or _DEFAULT_LIMITS
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        name = source if source is not None else f"<{len(obj)} bytes>"
+        try:
+            t, note = _decode(io.BytesIO(obj), name, limits)
+        except ImageInputError as e:
+            return ImageItem(name, error=str(e))
+        return _finish_item(name, t, note, limits)
+    return load_items(obj, label=source or "input 0", limits=limits)[0]
 
 
 def _check_declared_size(img: Any, source: str, limits: ImageLimits) -> None:

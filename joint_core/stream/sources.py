@@ -1,0 +1,384 @@
+"""Where images come from: files, folders and globs, lists of paths, WebDataset tar shards and
+Parquet/CSV tables - each a re-iterable stream of :class:`~joint_core.stream.loader.Sample` s,
+read lazily, so a source of a billion images costs no more memory than one of ten.
+
+Every source is a plain reader of local files with no coordinator: the same code feeds the
+single-process loader, the shards of a split job (:func:`shard`) and the Ray engine's actors.
+
+Ids (the ``source`` column of score files):
+
+- files: the path as given (folders expand to their images, sorted);
+- ``--files-from`` lists: each line, as written (relative paths are taken from the current
+  folder); bytes that are not UTF-8 are kept as they are (``os.fsdecode``);
+- WebDataset tars: the sample key (the member name up to the first dot of its base name), with
+  the first member whose extension is an image extension as the image; samples without an image
+  are skipped and counted;
+- tables: the path in ``column``, or for image bytes (a binary column, or a Hugging Face
+  ``{bytes, path}`` image struct) the ``id_column``, else the struct's path, else ``FILE#ROW``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import sys
+import tarfile
+import tempfile
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from ..preprocess.images import IMAGE_EXTENSIONS, ImageInputError, UnreadablePath, expand_paths, open_regular
+from .loader import Sample
+
+TAR_SUFFIXES = (".tar",)
+COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
+_IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+class InputError(ValueError):
+    """An input that cannot be read at all (a missing table column, an unreadable list); the
+    message names the file or argument."""
+
+
+class Source:
+    """A re-iterable stream of samples. ``skipped`` counts what a pass left out, with reasons."""
+
+    def samples(self) -> Iterator[Sample]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.samples()
+
+    @property
+    def skipped(self) -> dict:
+        return {}
+
+
+class Paths(Source):
+    """Image files (already expanded)."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+
+    def samples(self) -> Iterator[Sample]:
+        for p in self.paths:
+            yield Sample(p, path=p)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class FileList(Source):
+    """A text file with one image path a line (or NUL-separated with ``null``); ``"-"`` reads
+    standard input, spooled to a temporary file first so it can be read twice (count, score)."""
+
+    def __init__(self, path: str, null: bool = False):
+        self.null = null
+        self.name = "standard input" if path == "-" else path
+        self._spool = None
+        if path == "-":
+            self._spool = tempfile.TemporaryFile(prefix="joint-files-from-")
+            src = sys.stdin.buffer
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                self._spool.write(chunk)
+            self._spool.flush()
+        else:
+            self.path = path
+            self._open().close()   # fails now, by name, for a missing file, a folder, a FIFO ...
+
+    def _open(self):
+        if self._spool is not None:
+            self._spool.seek(0)
+            return os.fdopen(os.dup(self._spool.fileno()), "rb")
+        try:
+            return open_regular(self.path, what="a list of paths")
+        except ImageInputError as e:
+            raise InputError(f"--files-from {e}") from None
+
+    def samples(self) -> Iterator[Sample]:
+        sep = b"\0" if self.null else b"\n"
+        with self._open() as f:
+            if self._spool is not None:
+                f.seek(0)
+            rest = b""
+            while True:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                parts = (rest + chunk).split(sep)
+                rest = parts.pop()
+                for line in parts:
+                    yield from self._sample(line)
+            yield from self._sample(rest)
+
+    def _sample(self, line: bytes) -> Iterator[Sample]:
+        if not self.null:
+            line = line.rstrip(b"\r")
+        if line.strip():
+            p = os.fsdecode(line)
+            yield Sample(p, path=p)
+
+
+class TarShard(Source):
+    """A WebDataset tar shard. Uncompressed tars are indexed (headers only) and members are read
+    by offset in the workers; compressed ones are streamed and their image bytes passed on."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._skipped = 0
+
+    @property
+    def skipped(self) -> dict:
+        return {f"{self.path}: samples without an image member": self._skipped} if self._skipped else {}
+
+    def samples(self) -> Iterator[Sample]:
+        self._skipped = 0
+        compressed = self.path.lower().endswith(COMPRESSED_TAR_SUFFIXES)
+        try:
+            raw = open_regular(self.path, what="a tar file")   # never blocks on a FIFO
+        except ImageInputError as e:
+            yield Sample(self.path, error=str(e))
+            return
+        try:
+            tf = tarfile.open(fileobj=raw, mode="r|*" if compressed else "r:")
+        except (OSError, tarfile.TarError) as e:
+            raw.close()
+            yield Sample(self.path, error=f"{self.path}: not a readable tar file ({e})")
+            return
+        current: Optional[str] = None
+        found = False
+        try:
+            with raw, tf:
+                while True:
+                    try:
+                        m = tf.next()
+                    except (OSError, tarfile.TarError, EOFError) as e:
+                        yield Sample(f"{self.path}@{tf.offset}", error=f"{self.path}: tar is damaged after "
+                                     f"byte {tf.offset} ({e}); the samples after it are lost")
+                        break
+                    if m is None:
+                        break
+                    if not compressed:
+                        tf.members.clear()  # headers only: keep memory flat over long tars
+                    if not m.isfile():
+                        continue
+                    key, ext = _split_key(m.name)
+                    if key != current:
+                        if current is not None and not found:
+                            self._skipped += 1
+                        current, found = key, False
+                    if found or ext not in _IMAGE_EXTS:
+                        continue
+                    found = True
+                    if compressed:
+                        f = tf.extractfile(m)
+                        yield Sample(key, data=f.read() if f is not None else b"")
+                    else:
+                        yield Sample(key, member=(self.path, m.offset_data, m.size))
+        except (OSError, tarfile.TarError) as e:  # the stream itself broke
+            yield Sample(self.path, error=f"{self.path}: cannot read ({e})")
+            return
+        if current is not None and not found:
+            self._skipped += 1
+
+
+def _split_key(name: str) -> Tuple[str, str]:
+    """WebDataset convention: ``dir/key.ext.ext2`` -> (``dir/key``, ``ext.ext2``), lower-cased ext."""
+    d, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{d}/{stem}" if d else stem), ext.lower()
+
+
+class Table(Source):
+    """A Parquet or CSV table whose ``column`` holds image paths (Parquet also: image bytes, or
+    Hugging Face ``{bytes, path}`` image structs)."""
+
+    def __init__(self, path: str, column: str, id_column: Optional[str] = None):
+        self.path, self.column, self.id_column = path, column, id_column
+        self.kind = "csv" if path.lower().endswith((".csv", ".tsv")) else "parquet"
+        self._check()
+
+    def _check(self) -> None:
+        try:
+            open_regular(self.path, what="a table").close()
+        except ImageInputError as e:
+            raise InputError(str(e)) from None
+        names = self._columns()
+        for arg, col in (("--column", self.column), ("--id-column", self.id_column)):
+            if col is not None and col not in names:
+                raise InputError(f"{arg} {col!r}: {self.path} has no such column (it has {', '.join(names)})")
+
+    def _columns(self) -> List[str]:
+        if self.kind == "csv":
+            with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+                return next(csv.reader(f, dialect=self._dialect()), [])
+        pq = _pyarrow_parquet()
+        try:
+            return list(pq.ParquetFile(self.path).schema_arrow.names)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
+            raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
+
+    def _dialect(self):
+        return "excel-tab" if self.path.lower().endswith(".tsv") else "excel"
+
+    def samples(self) -> Iterator[Sample]:
+        if self.kind == "csv":
+            yield from self._csv_samples()
+        else:
+            yield from self._parquet_samples()
+
+    def _csv_samples(self) -> Iterator[Sample]:
+        with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            for row_no, row in enumerate(csv.DictReader(f, dialect=self._dialect())):
+                yield self._sample(row.get(self.column), row.get(self.id_column) if self.id_column else None,
+                                   row_no)
+
+    def _parquet_samples(self) -> Iterator[Sample]:
+        pq = _pyarrow_parquet()
+        cols = [self.column] + ([self.id_column] if self.id_column else [])
+        row_no = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=256, columns=cols):
+            values = batch.column(0).to_pylist()
+            ids = batch.column(1).to_pylist() if self.id_column else [None] * len(values)
+            for v, key in zip(values, ids):
+                yield self._sample(v, key, row_no)
+                row_no += 1
+
+    def _sample(self, value, key, row_no: int) -> Sample:
+        where = f"{self.path}#{row_no}"
+        if isinstance(value, dict):  # Hugging Face image struct {bytes, path}
+            data, path = value.get("bytes"), value.get("path")
+            if data:
+                return Sample(str(key) if key is not None else (path or where), data=data)
+            value = path
+        if isinstance(value, (bytes, bytearray)):
+            return Sample(str(key) if key is not None else where, data=bytes(value))
+        if isinstance(value, str) and value:
+            return Sample(str(key) if key is not None else value, path=value)
+        return Sample(str(key) if key is not None else where,
+                      error=f"{where}: column {self.column!r} holds no image path or bytes ({value!r})")
+
+
+class Chain(Source):
+    def __init__(self, sources: Sequence[Source]):
+        self.sources = list(sources)
+
+    def samples(self) -> Iterator[Sample]:
+        for s in self.sources:
+            yield from s.samples()
+
+    @property
+    def skipped(self) -> dict:
+        out: dict = {}
+        for s in self.sources:
+            out.update(s.skipped)
+        return out
+
+
+def _pyarrow_parquet():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading or writing Parquet needs pyarrow: pip install 'joint-naturalness[parquet]'") from None
+    return pq
+
+
+def is_tar(path: str) -> bool:
+    return path.lower().endswith(TAR_SUFFIXES + COMPRESSED_TAR_SUFFIXES)
+
+
+def is_table(path: str) -> bool:
+    return path.lower().endswith(TABLE_SUFFIXES)
+
+
+def open_inputs(paths: Iterable[str] = (), recursive: bool = False, files_from: Optional[str] = None,
+                column: Optional[str] = None, id_column: Optional[str] = None, null: bool = False) -> Source:
+    """Positional inputs of ``joint score`` -> one source: image files, folders (their images,
+    sorted; sub-folders with ``recursive``) and globs; ``*.tar`` (and ``.tar.gz``) WebDataset
+    shards; ``*.parquet`` / ``*.csv`` tables (``column`` names the image column); plus the paths
+    listed in ``files_from`` (``"-"``: standard input). Raises :class:`InputError` for what
+    cannot be read at all."""
+    parts: List[Source] = []
+    images: List[str] = []
+    tables = 0
+
+    def flush():
+        if images:
+            parts.append(Paths(list(images)))
+            images.clear()
+
+    for p in expand_paths([os.fspath(x) for x in paths], recursive=recursive):
+        if isinstance(p, UnreadablePath):  # an empty folder, a pattern matching nothing: its error
+            images.append(p)
+        elif is_tar(p):
+            flush()
+            parts.append(TarShard(p))
+        elif is_table(p):
+            flush()
+            if column is None:
+                raise InputError(f"{p} is a table: name its image column with --column")
+            parts.append(Table(p, column, id_column))
+            tables += 1
+        else:
+            images.append(p)
+    flush()
+    if files_from is not None:
+        parts.append(FileList(files_from, null=null))
+    if column is not None and not tables:
+        raise InputError("--column applies to Parquet/CSV inputs, and none was given")
+    if id_column is not None and not tables:
+        raise InputError("--id-column applies to Parquet/CSV inputs, and none was given")
+    return parts[0] if len(parts) == 1 else Chain(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# shards and fingerprints
+# --------------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i_s, n_s = text.split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/8 (shards are numbered from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N, e.g. 0/{max(n, 2)} ... {max(n, 2) - 1}/{max(n, 2)}")
+    return i, n
+
+
+def shard(samples: Iterable[Sample], index: int, count: int) -> Iterator[Sample]:
+    """The ``index``-th of ``count`` parts: the inputs at positions ``index, index + count, ...``.
+    Deterministic and balanced (sizes differ by at most one), and the parts partition the inputs
+    exactly, provided every process lists the same inputs in the same order (folders are sorted)."""
+    for k, s in enumerate(samples):
+        if k % count == index:
+            yield s
+
+
+class KeySetHash:
+    """An order-independent fingerprint of a multiset of ids (sum of 128-bit hashes): two score
+    files hold the same ids, each once, exactly when count and fingerprint agree (up to a 2^-128
+    chance). It lets ``joint merge`` check a shard without holding its ids in memory."""
+
+    MOD = 1 << 128
+
+    def __init__(self):
+        self.count, self.value = 0, 0
+
+    def add(self, key: str) -> None:
+        h = hashlib.blake2b(_encode_key(key), digest_size=16).digest()
+        self.value = (self.value + int.from_bytes(h, "big")) % self.MOD
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return f"{self.value:032x}"
+
+
+def _encode_key(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")  # any str, also names that are not UTF-8
