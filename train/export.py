@@ -27,6 +27,7 @@ CARD_TEMPLATE = """# {name}
   ({rat_input}), each followed by {heads}.
   `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality {b_sign} {b_abs:.4f}`.
   {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
+- **Default ranking.** {ranking}
 - **Scale.** Higher is better. {scale}
 - **Training data.** {data}
 - **How it was trained.** `{command}`. Recipe `{recipe}`, seed {seed}. Best
@@ -137,12 +138,25 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         heads=_describe_heads(cfg), scale=_describe_scale(recipe), data_limits=_data_limits(recipe),
         bootstrap=recipe.get("train", {}).get("bootstrap", 1000),
         licences="\n".join(f"- {line}" for line in (licences or [])) or "- see the training data sets' terms",
+        ranking=_describe_ranking(cfg.ranking),
     )
     (to / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     to.rename(final)
     return final
+
+
+def _describe_ranking(ranking) -> str:
+    """What every face ranks by when the user names no axis (``JointConfig.ranking``)."""
+    from joint_core.result import describe_by
+
+    if isinstance(ranking, str):
+        return f"Images are ranked by `{ranking}` when no axis is named (CLI, ComfyUI, diffusers hook)."
+    total = sum(ranking.values())
+    mix = " + ".join(f"{w / total:.3g} * {axis}" for axis, w in ranking.items() if w)
+    return (f"Images are ranked by the mix `{describe_by(ranking)}`, i.e. `{mix}`, when no axis is named "
+            "(CLI, ComfyUI Best-of-N, diffusers hook).")
 
 
 def _describe_epoch(best) -> str:
