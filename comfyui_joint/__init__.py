@@ -9,7 +9,7 @@ folder.
 """
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .runtime import register_model_folder
+from .host import register_model_folder
 
 WEB_DIRECTORY = "./web"
 

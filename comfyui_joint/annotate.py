@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from joint_core.preprocess.pipeline import to_uint8
+
 
 def _font(size: int):
     from PIL import ImageFont
@@ -22,7 +24,7 @@ def to_pil(images: Tensor) -> List["object"]:
     """``[B, H, W, C]`` float in [0, 1] -> RGB PIL images (alpha and extra channels dropped)."""
     from PIL import Image
 
-    arr = (images[..., :3].detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    arr = to_uint8(images[..., :3].detach().cpu()).numpy()
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return [Image.fromarray(a) for a in arr]

@@ -1,7 +1,7 @@
 """ComfyUI nodes (V1 API): load a naturalness model, score, filter, keep the best of N, preview.
 
 Images are ComfyUI ``IMAGE`` tensors ``[B, H, W, C]``, float in [0, 1]. All scoring goes
-through ``joint_core.NaturalnessScorer`` (via :class:`runtime.NaturalnessModel`); these
+through ``joint_core.NaturalnessScorer`` (via :class:`host.NaturalnessModel`); these
 classes only check inputs, pick images and latents by the scores, and format what is shown.
 
 Empty results: an output that would hold no image (nothing passed the threshold, every image
@@ -20,8 +20,8 @@ from torch import Tensor
 
 from joint_core.result import AXES, check_axis, check_threshold, check_weights, describe_by
 
-from . import annotate, runtime
-from .runtime import NaturalnessModel
+from . import annotate, host
+from .host import NaturalnessModel
 
 MODEL_TYPE = "NATURALNESS_MODEL"
 CATEGORY = "image/naturalness"
@@ -55,11 +55,18 @@ def _check_images(images: Any, node: str, name: str = "images") -> Tensor:
     """A ComfyUI IMAGE ``[B, H, W, C]`` (a single ``[H, W, C]`` image is accepted)."""
     if not isinstance(images, Tensor):
         raise TypeError(f"{node}: input '{name}' must be an IMAGE tensor, got {type(images).__name__}")
+    if images.device.type == "meta" or images.layout != torch.strided or getattr(images, "is_nested", False):
+        what = "on the meta device (no pixel values)" if images.device.type == "meta" else \
+            f"a {str(images.layout).replace('torch.', '')} tensor"
+        raise ValueError(f"{node}: input '{name}' is {what}; an IMAGE must be an ordinary tensor")
     if images.dim() == 3:
         images = images.unsqueeze(0)
     if images.dim() != 4 or images.shape[-1] not in (1, 3, 4):
         raise ValueError(f"{node}: input '{name}' must be an IMAGE [batch, height, width, channels] "
                          f"with 1, 3 or 4 channels, got shape {tuple(images.shape)}")
+    if images.shape[0] and (images.shape[1] == 0 or images.shape[2] == 0):
+        raise ValueError(f"{node}: input '{name}' has images without pixels (shape {tuple(images.shape)}: "
+                         f"{images.shape[2]}x{images.shape[1]})")
     if not images.is_floating_point():
         raise ValueError(f"{node}: input '{name}' must hold floats in [0, 1], got {images.dtype}")
     return images
@@ -98,6 +105,11 @@ def _table(result, sizes: Sequence[Tuple[int, int]], indices: Optional[Sequence[
     for row, msg in sorted(result.errors.items()):
         i = indices[row] if indices is not None else row
         lines.append(f"image {i} failed: {msg}")
+    for row, msg in sorted(result.warnings.items()):
+        i = indices[row] if indices is not None else row
+        prefix = f"{result.sources[row]}: "
+        if row not in result.errors:
+            lines.append(f"image {i}: {msg[len(prefix):] if msg.startswith(prefix) else msg}")
     return lines
 
 
@@ -110,7 +122,7 @@ def _empty(if_empty: str, node: str, what: str) -> Any:
         raise ValueError(f"{node}: {what} (if_empty = 'error')")
     if if_empty not in IF_EMPTY:
         raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
-    return runtime.blocker(None)
+    return host.blocker(None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,12 +140,12 @@ class LoadNaturalnessModel:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (runtime.model_choices(), {
+            "model_name": (host.model_choices(), {
                 "tooltip": "A model folder from models/naturalness/, or the default model shipped with joint."}),
-            "device": (runtime.DEVICE_CHOICES, {
+            "device": (host.DEVICE_CHOICES, {
                 "default": "default", "tooltip": "'default': ComfyUI's device; the model waits on ComfyUI's "
                                                  "offload device (usually the CPU) between runs."}),
-            "dtype": (runtime.DTYPE_CHOICES, {
+            "dtype": (host.DTYPE_CHOICES, {
                 "default": "default", "tooltip": "'default': bf16 (or fp16) on CUDA GPUs, fp32 elsewhere."}),
         }}
 
@@ -144,12 +156,12 @@ class LoadNaturalnessModel:
     CATEGORY = CATEGORY
 
     def load(self, model_name: str, device: str = "default", dtype: str = "default"):
-        return (runtime.load_naturalness_model(model_name, device, dtype),)
+        return (host.load_naturalness_model(model_name, device, dtype),)
 
     @classmethod
     def IS_CHANGED(cls, model_name: str, device: str = "default", dtype: str = "default"):
         try:
-            return runtime.model_signature(runtime.resolve_choice(model_name)[1])
+            return host.model_signature(host.resolve_choice(model_name)[1])
         except Exception as e:  # reported by load() with its full message
             return f"unavailable: {e}"
 
@@ -184,7 +196,7 @@ class ScoreNaturalness:
         batches = [b for b in batches if b.shape[0] > 0]
         if not batches:
             report = "no images to score"
-            nothing = runtime.blocker(None)
+            nothing = host.blocker(None)
             return {"ui": {"text": [report], "scores": []}, "result": ([nothing], [nothing], [nothing], report)}
         sizes = [(int(b.shape[2]), int(b.shape[1])) for b in batches for _ in range(b.shape[0])]
         result = model.score([_bchw(b) for b in batches], batch_size=batch_size)
@@ -194,7 +206,7 @@ class ScoreNaturalness:
             lines.append(f"best naturalness: image {best} ({float(result.naturalness[best]):.3f})")
         report = "\n".join(lines)
         records = [{"index": rec["index"], "width": w, "height": h,
-                    **{ax: rec[ax] for ax in AXES}, "error": rec["error"]}
+                    **{ax: rec[ax] for ax in AXES}, "error": rec["error"], "warning": rec["warning"]}
                    for rec, (w, h) in zip(result.to_records(), sizes)]
         return {"ui": {"text": [report], "scores": records},
                 "result": (_float_list(result.technical), _float_list(result.rationality),
@@ -203,8 +215,9 @@ class ScoreNaturalness:
 
 class FilterByNaturalness:
     DESCRIPTION = ("Keeps the images whose score on the chosen axis is at least the threshold "
-                   "(in their original order); the others, and images that could not be scored, "
-                   "go to 'rejected'. An empty side skips the nodes fed by it (see if_empty).")
+                   "(in their original order); the others, images that could not be scored, and "
+                   "flagged degenerate images (flat, black, pure noise, tiny) go to 'rejected'. "
+                   "An empty side skips the nodes fed by it (see if_empty).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -254,7 +267,8 @@ class FilterByNaturalness:
                  + ("" if keep and reject else "; the empty side skips its downstream nodes")]
         if result is not None:
             sizes = [(int(images.shape[2]), int(images.shape[1]))] * n
-            marks = ["kept" if i in kept_set else "rejected" for i in range(n)]
+            marks = ["kept" if i in kept_set else "rejected (flagged)" if i in result.warnings else "rejected"
+                     for i in range(n)]
             lines += _table(result, sizes, mark=marks)
         return {"ui": {"text": ["\n".join(lines)]},
                 "result": (kept, rejected, kept_scores, rejected_scores)}
@@ -262,7 +276,8 @@ class FilterByNaturalness:
 
 class BestOfN:
     DESCRIPTION = ("Keeps the K best images of a batch by one score or a weighted mix, best first, "
-                   "with their indices in the batch. Connect the LATENT that was decoded into these "
+                   "with their indices in the batch; flagged degenerate images (flat, black, pure noise, "
+                   "tiny) rank after all others. Connect the LATENT that was decoded into these "
                    "images to get the kept latents too (for a second pass).")
 
     @classmethod
@@ -327,14 +342,15 @@ class BestOfN:
         sel = torch.tensor(order, dtype=torch.long, device=images.device)
         ranked = result.scores(by)
         label = describe_by(result.resolve_by(by))
-        out_latent = _select_latent(latent, order, n) if latent is not None else runtime.blocker(
+        out_latent = _select_latent(latent, order, n) if latent is not None else host.blocker(
             f"{node}: its 'latent' output needs the 'latent' input connected (the LATENT decoded into the images)")
         short = f" (asked for {k}, only {len(order)} scored)" if len(order) < int(k) else ""
         lines = [f"kept {len(order)} of {n} by {label}{short}"]
         lines.append("rank  index  " + (label if isinstance(result.resolve_by(by), str) else "mix"))
         lines += [f"{r + 1:>4}  {i:>5}  {float(ranked[i]):.3f}" for r, i in enumerate(order)]
         sizes = [(int(images.shape[2]), int(images.shape[1]))] * n
-        lines += _table(result, sizes, mark=[f"rank {order.index(i) + 1}" if i in order else "" for i in range(n)])
+        lines += _table(result, sizes, mark=[(f"rank {order.index(i) + 1}" if i in order else "")
+                                             + (" (flagged)" if i in result.warnings else "") for i in range(n)])
         return {"ui": {"text": ["\n".join(lines)]},
                 "result": (images.index_select(0, sel), out_latent, list(order), _float_list(ranked[order]))}
 
@@ -386,17 +402,18 @@ class PreviewNaturalness:
         model = _check_model(naturalness_model, node)
         images = _check_images(images, node)
         if images.shape[0] == 0:
-            return {"ui": {"images": [], "text": ["no images"]}, "result": (runtime.blocker(None),)}
+            return {"ui": {"images": [], "text": ["no images"]}, "result": (host.blocker(None),)}
         result = model.score([_bchw(images)], batch_size=int(batch_size))
         captions = []
         for i in range(len(result)):
             if i in result.errors:
                 captions.append(f"#{i} failed")
             else:
+                flag = "  flagged" if i in result.warnings else ""
                 captions.append(f"#{i} N {float(result.naturalness[i]):.2f}  T {float(result.technical[i]):.2f}"
-                                f"  R {float(result.rationality[i]):.2f}")
+                                f"  R {float(result.rationality[i]):.2f}{flag}")
         annotated = annotate.draw_captions(images, captions)
-        previews = runtime.save_previews(annotate.to_pil(annotated))
+        previews = host.save_previews(annotate.to_pil(annotated))
         sizes = [(int(images.shape[2]), int(images.shape[1]))] * len(result)
         report = "\n".join([f"{result.summary()} - {model.describe()}"] + _table(result, sizes))
         return {"ui": {"images": previews, "text": [report]}, "result": (annotated.to(images.device),)}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Union
 import torch
 from torch import Tensor
 
+from joint_core.preprocess.pipeline import to_uint8
 from joint_core.result import By, check_by
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,12 +75,6 @@ def check_count(value: Any, arg: str, optional: bool = False) -> Optional[int]:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{arg} must be a positive integer{' or None' if optional else ''}, got {value!r}")
     return value
-
-
-def to_uint8(images: Tensor) -> Tensor:
-    """``[B,3,H,W]`` in [0, 1] -> uint8 exactly as diffusers' ``numpy_to_pil`` rounds
-    (``(x * 255).round()`` in float32, half to even)."""
-    return torch.round(images.float() * 255.0).to(torch.uint8)
 
 
 def caller_view(images: Tensor, output_type: str) -> List[Tensor]:

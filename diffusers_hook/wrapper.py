@@ -202,12 +202,50 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
         pipeline_family(pipe)          # fail before generating if the latents cannot be decoded
     scorer = resolve_scorer(scorer, device=pipeline_device(pipe))  # likewise for a missing model
 
-    chunk = min(batch_size or n, n)
+    candidates = _generate(pipe, prompt, num_prompts, n, seeds, min(batch_size or n, n), output_type,
+                           generator_device, pipe_kwargs)
+    all_images, all_flags = candidates.images, candidates.nsfw
+
+    result = scorer.score(caller_view(all_images, output_type), batch_size=score_batch_size, progress=False)
+    kept = result.keep(by, k=k, threshold=threshold, group_size=n, sort=True)
+    if threshold is not None:
+        empty = sorted(set(range(num_prompts)) - {i // n for i in kept})
+        if empty:
+            what = describe_by(result.resolve_by(by))
+            warnings.warn(f"best_of_n: no candidate of prompt(s) {empty} scored {what} >= {threshold}; "
+                          f"{len(kept)} image(s) returned", stacklevel=2)
+    index = torch.as_tensor(kept, dtype=torch.long)
+    if output_type == "latent":
+        images_out = candidates.latents[index.to(candidates.latents.device)]
+    else:
+        images_out = to_output(all_images[index.to(all_images.device)], output_type)
+    return BestOfNOutput(
+        images=images_out,
+        scores=result.select(kept),
+        all_scores=result,
+        indices=kept,
+        prompt_indices=[i // n for i in kept],
+        seeds=[seeds[i] for i in kept],
+        all_seeds=seeds,
+        nsfw_content_detected=None if all_flags is None else [all_flags[i] for i in kept],
+    )
+
+
+@dataclass
+class _Candidates:
+    images: Tensor                  # [prompts * n, 3, H, W] in [0, 1], candidate order (prompt-major)
+    latents: Optional[Tensor]       # the same order, for output_type="latent"
+    nsfw: Optional[List[bool]]      # the pipeline's NSFW flags, when it reports them for every call
+
+
+def _generate(pipe: Any, prompt: Any, num_prompts: int, n: int, seeds: List[int], chunk: int, output_type: str,
+              generator_device: str, pipe_kwargs: Dict[str, Any]) -> _Candidates:
+    """Run the pipeline in calls of ``chunk`` candidates per prompt, one seeded generator per
+    candidate, and return every candidate in candidate order whatever the chunking."""
     embeds_mode = prompt is None and any(isinstance(v, Tensor) and key.endswith("prompt_embeds")
                                          for key, v in pipe_kwargs.items())
     run_type = "latent" if output_type == "latent" else "pt"
-    parts, rows, flags = [], [], []
-    latent_parts = []
+    parts, rows, flags, latent_parts = [], [], [], []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         order = [p * n + j for p in range(num_prompts) for j in range(start, stop)]
@@ -234,35 +272,14 @@ def best_of_n(pipe: Any, prompt: Union[str, List[str], None] = None, n: int = 4,
         parts.append(images)
         rows.extend(order)
 
-    # back to candidate order (prompt-major) whatever the chunking
     perm = torch.as_tensor(np.argsort(np.asarray(rows), kind="stable"))
     all_images = torch.cat([p.to(parts[0].device) for p in parts])[perm.to(parts[0].device)]
+    latents = None
+    if latent_parts:
+        latents = torch.cat([p.to(latent_parts[0].device) for p in latent_parts])
+        latents = latents[perm.to(latents.device)]
     all_flags = None
     if all(f is not None for f in flags):
         flat = [b for f in flags for b in f]
         all_flags = [bool(flat[i]) for i in perm.tolist()]
-
-    result = scorer.score(caller_view(all_images, output_type), batch_size=score_batch_size, progress=False)
-    kept = result.keep(by, k=k, threshold=threshold, group_size=n, sort=True)
-    if threshold is not None:
-        empty = sorted(set(range(num_prompts)) - {i // n for i in kept})
-        if empty:
-            what = describe_by(result.resolve_by(by))
-            warnings.warn(f"best_of_n: no candidate of prompt(s) {empty} scored {what} >= {threshold}; "
-                          f"{len(kept)} image(s) returned", stacklevel=2)
-    index = torch.as_tensor(kept, dtype=torch.long)
-    if output_type == "latent":
-        latents = torch.cat([p.to(latent_parts[0].device) for p in latent_parts])
-        images_out = latents[perm.to(latents.device)][index.to(latents.device)]
-    else:
-        images_out = to_output(all_images[index.to(all_images.device)], output_type)
-    return BestOfNOutput(
-        images=images_out,
-        scores=result.select(kept),
-        all_scores=result,
-        indices=kept,
-        prompt_indices=[i // n for i in kept],
-        seeds=[seeds[i] for i in kept],
-        all_seeds=seeds,
-        nsfw_content_detected=None if all_flags is None else [all_flags[i] for i in kept],
-    )
+    return _Candidates(all_images, latents, all_flags)

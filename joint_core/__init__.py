@@ -9,23 +9,23 @@ One call from images to three scores - technical quality, rationality, overall n
 """
 
 from ._version import __version__
-from .checkpoint import (CheckpointError, NoModelError, convert_official, default_model_dir, load_model,
-                         resolve_model, save_model)
+from .checkpoint import (CheckpointError, ModelEntry, NoModelError, convert_official, default_model_dir,
+                         list_models, load_model, resolve_model, save_model)
 from .config import (BranchConfig, CalibrationConfig, ConfigError, FusionConfig, JointConfig,
                      LowFrequencyConfig, PreprocessConfig, RationalityInputConfig, TechnicalInputConfig,
                      get_preset, list_presets, register_preset)
 from .model import JointModel, JointOutput, logistic4
 from .devices import pick_device, pick_dtype
-from .preprocess.images import ImageInputError
+from .preprocess.images import AmbiguousLayoutWarning, FlaggedImageWarning, ImageInputError, ImageLimits
 from .result import AXES, ScoreResult, ScoringError, check_by, describe_by
 from .scorer import NaturalnessScorer
 
-
 __all__ = [
-    "AXES", "BranchConfig", "CalibrationConfig", "CheckpointError", "ConfigError", "FusionConfig",
-    "ImageInputError", "JointConfig", "JointModel", "JointOutput", "LowFrequencyConfig", "NaturalnessScorer",
-    "NoModelError", "PreprocessConfig", "RationalityInputConfig", "ScoreResult", "ScoringError",
-    "TechnicalInputConfig", "check_by", "convert_official", "default_model_dir", "describe_by", "get_preset",
-    "list_presets", "load_model", "logistic4", "pick_device", "pick_dtype", "register_preset", "resolve_model",
-    "save_model", "__version__",
+    "AXES", "AmbiguousLayoutWarning", "BranchConfig", "CalibrationConfig", "CheckpointError", "ConfigError",
+    "FlaggedImageWarning", "FusionConfig", "ImageInputError", "ImageLimits", "JointConfig", "JointModel",
+    "JointOutput", "LowFrequencyConfig", "ModelEntry", "NaturalnessScorer", "NoModelError", "PreprocessConfig",
+    "RationalityInputConfig", "ScoreResult", "ScoringError", "TechnicalInputConfig", "check_by",
+    "convert_official", "default_model_dir", "describe_by", "get_preset", "list_models", "list_presets",
+    "load_model", "logistic4", "pick_device", "pick_dtype", "register_preset", "resolve_model", "save_model",
+    "__version__",
 ]

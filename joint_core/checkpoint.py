@@ -20,13 +20,13 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .backbones import (WeightMappingError, check_fits, strip_prefix,
                         torchvision_resnet_to_timm, torchvision_swin_to_timm)
-from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset
+from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets
 from .model import JointModel
 
 WEIGHTS_NAME = "model.safetensors"
@@ -129,9 +129,10 @@ def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]
     tensors); int8-stored weights come back as float32 (:func:`dequantize_int8`)."""
     from safetensors import safe_open
 
+    from .preprocess.images import open_regular
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+    open_regular(str(path), what="a weights file", error=CheckpointError).close()  # missing, unreadable, a FIFO ...
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -188,7 +189,7 @@ def load_model(directory: PathLike, verify: bool = True) -> JointModel:
 class ResolvedModel:
     path: Path
     origin: str   # "argument", "hub", "environment ($JOINT_MODEL)", "user cache", "shipped default"
-    spec: str
+    name: str     # what was asked for: a folder, a hub id, "default"
 
     def describe(self) -> str:
         return f"{self.path} ({self.origin})"
@@ -215,14 +216,14 @@ def is_model_dir(p: Path) -> bool:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_model(spec: Optional[PathLike] = None, revision: Optional[str] = None) -> ResolvedModel:
-    """Find the model folder for ``spec`` (a folder, its ``config.json``, or a hub id) or, when
-    ``spec`` is None, by the resolution order in this module's docstring."""
-    if spec is not None:
-        return _resolve_spec(str(spec), "argument", revision)
+def resolve_model(name: Optional[PathLike] = None, revision: Optional[str] = None) -> ResolvedModel:
+    """Find the model folder for ``name`` (a folder, its ``config.json``, or a hub id) or, when
+    ``name`` is None, by the resolution order in this module's docstring."""
+    if name is not None:
+        return _resolve_name(str(name), "argument", revision)
     env = os.environ.get(ENV_MODEL)
     if env:
-        return _resolve_spec(env, f"environment (${ENV_MODEL})", revision)
+        return _resolve_name(env, f"environment (${ENV_MODEL})", revision)
     cache = default_model_dir()
     if is_model_dir(cache):
         return ResolvedModel(cache, "user cache", str(cache))
@@ -240,35 +241,125 @@ def no_model_message() -> str:
         "`python -m train fit --config train/recipes/...` (see README, 'Training').")
 
 
-def _resolve_spec(spec: str, origin: str, revision: Optional[str]) -> ResolvedModel:
-    if spec == "default":
+def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedModel:
+    if name == "default":
         if is_model_dir(SHIPPED_DEFAULT):
-            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", spec)
+            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", name)
         raise NoModelError("this installation ships no default model. " + no_model_message())
-    p = Path(spec).expanduser()
+    p = Path(name).expanduser()
     if p.name == CONFIG_NAME and p.is_file():
         p = p.parent
     if p.is_dir():
         if not is_model_dir(p):
-            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+            missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not os.path.lexists(p / n)]
+            broken = [_file_problem(p / n) for n in (CONFIG_NAME, WEIGHTS_NAME)
+                      if os.path.lexists(p / n) and not (p / n).is_file()]
             hint = ""
             if any(p.glob("*.pth")):
                 hint = " (it holds a .pth file: convert it with `joint convert FILE.pth OUT_DIR`)"
-            raise CheckpointError(f"{p}: not a joint model folder, missing {missing}{hint}")
-        return ResolvedModel(p, origin, spec)
+            what = ([f"missing {missing}"] if missing else []) + broken
+            raise CheckpointError(f"{p}: not a joint model folder, {'; '.join(what)}{hint}")
+        return ResolvedModel(p, origin, name)
     if p.is_file():
         if p.suffix in (".pth", ".pt", ".ckpt", ".bin"):
             raise CheckpointError(f"{p}: a PyTorch pickle, not a joint model folder; convert the "
                                   f"authors' checkpoint with `joint convert {p} OUT_DIR`")
         if p.suffix == ".safetensors":
             if (p.parent / CONFIG_NAME).is_file():
-                return ResolvedModel(p.parent, origin, spec)
+                return ResolvedModel(p.parent, origin, name)
             raise CheckpointError(f"{p}: a safetensors file needs its {CONFIG_NAME} beside it")
         raise CheckpointError(f"{p}: not a joint model (expected a folder with {CONFIG_NAME} and "
                               f"{WEIGHTS_NAME})")
-    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
-        return ResolvedModel(download_from_hub(spec, revision), "hub", spec)
-    raise CheckpointError(f"{spec}: no such model folder, and not a hub id (owner/name)")
+    if _HUB_ID.match(name) and not name.startswith((".", "/", "~")):
+        return ResolvedModel(download_from_hub(name, revision), "hub", name)
+    if name in list_presets():
+        raise CheckpointError(f"{name!r} is an architecture preset, not a trained model: build it with random "
+                              f"weights with NaturalnessScorer.from_config({name!r}), or train it (README, "
+                              "'Training'). `joint info --list` shows the trained models that can be loaded")
+    raise CheckpointError(f"{name}: no such model folder, and not a hub id (owner/name); "
+                          "`joint info --list` shows the models that can be loaded")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model that :func:`resolve_model` can load: ``name`` is what to pass to it."""
+
+    name: str
+    path: Path
+    origin: str        # "shipped default", "user cache", "environment ($JOINT_MODEL)", "hub cache"
+    description: str
+    is_default: bool   # the one from_pretrained() picks when no model is named
+
+
+def list_models() -> List[ModelEntry]:
+    """Trained models loadable here without a download, as ``timm.list_models`` lists names:
+    ``$JOINT_MODEL``, the model folders of the user cache, hub models already in the local
+    Hugging Face cache, and the shipped default. (Presets, :func:`~joint_core.list_presets`,
+    are architectures with untrained weights, for ``from_config`` and training.)"""
+    try:
+        chosen: Optional[Path] = resolve_model().path.resolve()
+    except CheckpointError:
+        chosen = None
+    found: List[ModelEntry] = []
+    seen = set()
+
+    def add(name: str, path: Path, origin: str) -> None:
+        key = path.resolve()
+        if key in seen or not is_model_dir(path):
+            return
+        seen.add(key)
+        try:
+            cfg = JointConfig.load(path)
+            description = cfg.description or cfg.name
+        except (ConfigError, OSError) as e:
+            description = f"unreadable config ({e})"
+        found.append(ModelEntry(name, path, origin, description, key == chosen))
+
+    env = os.environ.get(ENV_MODEL)
+    if env:
+        try:
+            resolved = _resolve_name(env, f"environment (${ENV_MODEL})", None)
+            add(env, resolved.path, resolved.origin)
+        except CheckpointError:
+            pass
+    cache = user_cache_dir()
+    if cache.is_dir():
+        for p in sorted(cache.iterdir()):
+            add(str(p), p, "user cache")
+    for repo_id, path in _hub_cached_models():
+        add(repo_id, path, "hub cache")
+    add("default", SHIPPED_DEFAULT, "shipped default")
+    return found
+
+
+def _hub_cached_models() -> List[tuple]:
+    """``(repo_id, snapshot folder)`` of joint models in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # noqa: BLE001 - no cache, or an unreadable one: nothing to list
+        return []
+    out = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            if is_model_dir(Path(rev.snapshot_path)):
+                out.append((repo.repo_id, Path(rev.snapshot_path)))
+                break
+    return out
+
+
+def _file_problem(path: Path) -> str:
+    """Why ``path`` (which exists) cannot be read as a file: a folder, a broken link, a FIFO ..."""
+    from .preprocess.images import open_regular
+
+    try:
+        open_regular(str(path), what="a file", error=CheckpointError).close()
+    except CheckpointError as e:
+        return str(e)
+    return f"{path}: cannot be read"
 
 
 def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:

@@ -5,6 +5,10 @@ the only implementation of "rank, threshold, keep the best k, per group": the CL
 ``--top``), the ComfyUI nodes (Filter, Best of N) and the diffusers hook (``best_of_n``, the
 callback) all call it, so they cannot disagree.
 
+Flagged images (``ScoreResult.warnings``: degenerate frames such as a black safety-checker output,
+flat colour, pure noise, images too small to judge) hold real scores that mean nothing; every
+selection ranks them after every unflagged image and no threshold lets them through.
+
 A ranking key (``by``) is one axis name or a weighted mix ``{axis: weight}`` (weights >= 0, not all
 zero), read as ``sum(w * score) / sum(w)`` so that a mix stays on the scores' 1-5 scale. ``None``
 means the model's own default ranking (``JointConfig.ranking``), which the scorer stores on the
@@ -76,8 +80,10 @@ def describe_by(by: By) -> str:
 @dataclass
 class ScoreResult:
     """Scores of a batch, in input order. Images that could not be scored hold NaN and have a
-    message in ``errors`` (keyed by position). ``default_by`` is the model's default ranking key,
-    used where a ranking method is given ``by=None``."""
+    message in ``errors`` (keyed by position). Images that were scored but whose score is not
+    meaningful (degenerate: nearly uniform or black, pure noise, too small; or only partly
+    scored) have a message in ``warnings`` (keyed by position) and rank last. ``default_by`` is
+    the model's default ranking key, used where a ranking method is given ``by=None``."""
 
     technical: Tensor
     rationality: Tensor
@@ -86,6 +92,7 @@ class ScoreResult:
     errors: Dict[int, str] = field(default_factory=dict)
     score_range: tuple = (1.0, 5.0)
     default_by: By = "naturalness"
+    warnings: Dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -99,6 +106,15 @@ class ScoreResult:
         mask = torch.ones(len(self), dtype=torch.bool)
         for i in self.errors:
             mask[i] = False
+        return mask
+
+    @property
+    def flagged(self) -> Tensor:
+        """Bool mask of the images that were scored but flagged (``warnings``): they rank last."""
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        for i in self.warnings:
+            if i not in self.errors:
+                mask[i] = True
         return mask
 
     def resolve_by(self, by: Optional[By] = None) -> Union[str, Dict[str, float]]:
@@ -118,7 +134,8 @@ class ScoreResult:
         return getattr(self, by)
 
     def to_records(self) -> List[Dict[str, Any]]:
-        """One dict per image: index, source, the three scores (None when failed), error."""
+        """One dict per image: index, source, the three scores (None when failed), error,
+        warning (why a score ranks last, or None)."""
         out = []
         for i, src in enumerate(self.sources):
             rec: Dict[str, Any] = {"index": i, "source": src}
@@ -126,6 +143,7 @@ class ScoreResult:
                 v = float(getattr(self, ax)[i])
                 rec[ax] = None if math.isnan(v) else v
             rec["error"] = self.errors.get(i)
+            rec["warning"] = None if i in self.errors else self.warnings.get(i)
             out.append(rec)
         return out
 
@@ -139,10 +157,14 @@ class ScoreResult:
         the whole batch is one group) and each group is handled on its own, groups in order:
 
         - ``sort`` or ``k``: the group is ordered by ``by``, best first (worst first when not
-          ``descending``); ties keep input order; unscored images come last. Otherwise input order.
+          ``descending``); ties keep input order; flagged images (``warnings``) come after all
+          unflagged ones (ordered the same way among themselves), unscored images last.
+          Otherwise input order.
         - ``threshold``: images whose ``by`` score is below it are dropped (the threshold is on the
-          ``by`` scale; a mix is a weighted mean, so it stays on the 1-5 scale).
-        - ``k``: at most the first ``k`` are kept.
+          ``by`` scale; a mix is a weighted mean, so it stays on the 1-5 scale), and so are
+          flagged images, whatever their score.
+        - ``k``: at most the first ``k`` are kept (flagged images only when fewer than ``k``
+          unflagged ones are left).
         - Whenever something can be dropped (``k`` or ``threshold``), unscored images are dropped
           too; sorting alone keeps them, last.
         """
@@ -159,26 +181,28 @@ class ScoreResult:
         values = self.scores(by).tolist()
         prune = k is not None or threshold is not None
         kept: List[int] = []
+        flagged = {i for i in self.warnings if i not in self.errors}
         for start in range(0, n, size):
             group = range(start, min(n, start + size))
             scored = [i for i in group if i not in self.errors]
             failed = [i for i in group if i in self.errors]
             if sort or k is not None:
                 sign = -1.0 if descending else 1.0
-                scored.sort(key=lambda i: sign * values[i])  # stable: ties keep input order
+                # stable: ties keep input order; flagged after unflagged whatever the direction
+                scored.sort(key=lambda i: (i in flagged, sign * values[i]))
                 order = scored + ([] if prune else failed)
             else:
                 order = [i for i in group if not (prune and i in self.errors)]
             if threshold is not None:
-                order = [i for i in order if values[i] >= threshold]
+                order = [i for i in order if i not in flagged and values[i] >= threshold]
             if k is not None:
                 order = order[:k]
             kept.extend(order)
         return kept
 
     def ranking(self, by: Optional[By] = None, descending: bool = True) -> List[int]:
-        """Every index, best first (worst first unless ``descending``) by ``by``; unscored images
-        come last. ``keep(by, sort=True)``."""
+        """Every index, best first (worst first unless ``descending``) by ``by``; flagged images
+        come after the others, unscored images last. ``keep(by, sort=True)``."""
         return self.keep(by, sort=True, descending=descending)
 
     def best_indices(self, k: Optional[int] = None, by: Optional[By] = None,
@@ -194,7 +218,8 @@ class ScoreResult:
             technical=self.technical[idx], rationality=self.rationality[idx],
             naturalness=self.naturalness[idx], sources=[self.sources[i] for i in idx.tolist()],
             errors={remap[i]: m for i, m in self.errors.items() if i in remap},
-            score_range=self.score_range, default_by=self.default_by)
+            score_range=self.score_range, default_by=self.default_by,
+            warnings={remap[i]: m for i, m in self.warnings.items() if i in remap})
 
     def top(self, k: int, by: Optional[By] = None) -> "ScoreResult":
         """The ``k`` best scored images, best first."""
@@ -202,7 +227,9 @@ class ScoreResult:
 
     def summary(self) -> str:
         n_ok = len(self) - len(self.errors)
-        return f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
+        n_flagged = int(self.flagged.sum())
+        return (f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
+                + (f", {n_flagged} flagged (ranked last)" if n_flagged else ""))
 
 
 class ScoringError(RuntimeError):

@@ -6,6 +6,7 @@ through this class.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
@@ -18,7 +19,7 @@ from .config import JointConfig, get_preset
 from .devices import pick_device, pick_dtype
 from .frozen import FrozenBranches
 from .model import JointModel, JointOutput
-from .preprocess.images import ImageItem, collect_images
+from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
 from .preprocess.pipeline import Preprocessor
 from .result import ScoreResult, ScoringError
@@ -160,9 +161,15 @@ class NaturalnessScorer:
 
     # -- scoring --------------------------------------------------------------------------
 
+    @property
+    def limits(self) -> ImageLimits:
+        """The per-image work bounds used when reading inputs (``max_side`` from the config)."""
+        return ImageLimits(max_side=self.config.preprocess.max_side)
+
     def score(self, images: Any, batch_size: int = 16, progress: Optional[bool] = None,
               on_error: Literal["record", "raise"] = "record",
-              callback: Optional[ProgressCallback] = None) -> ScoreResult:
+              callback: Optional[ProgressCallback] = None,
+              layout: Literal["auto", "channels_first", "channels_last"] = "auto") -> ScoreResult:
         """Score images.
 
         Args:
@@ -175,12 +182,23 @@ class NaturalnessScorer:
                 after scoring the others (the partial result is on the exception).
             callback: called as ``callback(done, total)`` after each batch; it may raise to
                 stop early (ComfyUI's cancel uses this).
+            layout: how 3-D / 4-D arrays and tensors are read: ``"auto"`` (the dimension that
+                can hold 1, 3 or 4 channels; when both the first and the last can, torch tensors
+                are read channels-first and numpy arrays channels-last, with a warning),
+                ``"channels_first"`` or ``"channels_last"``.
+
+        Degenerate images (nearly uniform or black, pure noise, too small) are scored but get a
+        message in ``result.warnings`` and rank last in every selection (:meth:`ScoreResult.keep`).
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = int(batch_size)
         if on_error not in ("record", "raise"):
             raise ValueError(f"on_error must be 'record' or 'raise', got {on_error!r}")
-        items = collect_images(images)
+        check_layout(layout)
+        items = collect_images(images, limits=self.limits, layout=layout)
         n = len(items)
         tech = torch.full((n,), float("nan"))
         rat = torch.full((n,), float("nan"))
@@ -198,8 +216,10 @@ class NaturalnessScorer:
                     if i in errors:
                         continue
                     if not finite[j]:
-                        errors[i] = (f"{items[i].source}: the model produced a non-finite score "
-                                     f"(dtype {self.dtype}; an fp16 overflow? try dtype=torch.float32)")
+                        errors[i] = f"{items[i].source}: the model produced a non-finite score" + (
+                            f" (dtype {str(self.dtype).replace('torch.', '')}: an overflow? try dtype=torch.float32)"
+                            if self.dtype in (torch.float16, torch.bfloat16) else
+                            " in float32 (the model's weights or this input give NaN or infinity)")
                         continue
                     tech[i], rat[i], nat[i] = tb[j], rb[j], nb[j]
                 done += len(idx)
@@ -210,8 +230,14 @@ class NaturalnessScorer:
         finally:
             if bar is not None:
                 bar.close()
+        flagged = {i: it.warning for i, it in enumerate(items) if it.warning and i not in errors}
         result = ScoreResult(tech, rat, nat, [it.source for it in items], errors,
-                             tuple(self.config.score_range), default_by=self.config.ranking)
+                             tuple(self.config.score_range), default_by=self.config.ranking,
+                             warnings=flagged)
+        if flagged:
+            warnings.warn(f"{len(flagged)} of {n} image(s) flagged, ranked last: " + "; ".join(
+                flagged[i] for i in sorted(flagged)[:5]) + (" ..." if len(flagged) > 5 else ""),
+                FlaggedImageWarning, stacklevel=2)
         if errors:
             msg = f"{len(errors)} of {n} image(s) could not be scored: " + "; ".join(
                 errors[i] for i in sorted(errors)[:5]) + (" ..." if len(errors) > 5 else "")

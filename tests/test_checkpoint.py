@@ -189,3 +189,61 @@ def test_scorer_save_pretrained_round_trip(tiny_scorer, tmp_path):
     x = torch.rand(2, 3, 70, 90)
     a, b = tiny_scorer.score(x), again.score(x)
     assert torch.equal(a.naturalness, b.naturalness)
+
+
+def test_list_models_names_what_can_be_loaded(tiny_model_dir, tmp_path, monkeypatch, isolated_models):
+    """$JOINT_MODEL, user-cache folders and the shipped default are listed; each name loads; the
+    one used without a name is marked; presets are not models."""
+    import shutil
+
+    from joint_core import checkpoint, list_models
+
+    assert list_models() == []
+    shipped = tmp_path / "shipped"
+    shutil.copytree(tiny_model_dir, shipped)
+    monkeypatch.setattr(checkpoint, "SHIPPED_DEFAULT", shipped)
+    home = tmp_path / "joint-home"
+    shutil.copytree(tiny_model_dir, home / "mine")
+    (home / "not-a-model").mkdir()
+    models = list_models()
+    assert [(m.origin, m.is_default) for m in models] == [("user cache", False), ("shipped default", True)]
+    assert models[1].name == "default"
+    for m in models:
+        assert resolve_model(m.name).path.resolve() == m.path.resolve()
+    monkeypatch.setenv("JOINT_MODEL", str(home / "mine"))   # now the user's folder is the default
+    models = list_models()
+    assert models[0].origin == "environment ($JOINT_MODEL)" and models[0].is_default
+    assert [m.is_default for m in models].count(True) == 1 and len(models) == 2   # not listed twice
+
+
+def test_list_models_includes_hub_models_in_the_local_cache(tiny_model_dir, tmp_path):
+    cache = _fake_hub_cache(tmp_path / "hub", "someone/tiny-joint", tiny_model_dir)
+    code = ("from joint_core import list_models, resolve_model\n"
+            "for m in list_models():\n"
+            "    print(m.origin, m.name, resolve_model(m.name).path == m.path)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf"),
+               JOINT_HOME=str(tmp_path / "home"))
+    env.pop("JOINT_MODEL", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hub cache someone/tiny-joint True" in out.stdout.splitlines()
+
+
+def test_a_preset_name_is_not_a_model(isolated_models):
+    with pytest.raises(CheckpointError, match="architecture preset.*from_config"):
+        resolve_model("paper")
+
+
+def test_cli_info_list(tiny_model_dir, isolated_models, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from joint_core.cli import main
+
+    shutil.copytree(tiny_model_dir, isolated_models / "joint-home" / "default")   # as `joint convert` installs
+    assert main(["info", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "* " + str(isolated_models / "joint-home" / "default") in out and "presets" in out and "paper" in out
+    assert main(["info", "--list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [m["origin"] for m in data["models"]] == ["user cache"] and "tiny-test" in data["presets"]

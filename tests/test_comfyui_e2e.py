@@ -1,35 +1,22 @@
-"""End to end: the node pack inside a real ComfyUI server, on CPU.
+"""End to end: the node pack inside a real ComfyUI server, on CPU, through its HTTP API.
 
-ComfyUI is not on PyPI, so this test needs a checkout::
+The server is conftest's ``comfyui`` fixture (tests/comfyui_server.py): ``COMFYUI_PATH`` names your
+own ComfyUI checkout (``COMFYUI_PYTHON`` its interpreter); without it, the ComfyUI 0.8.0 vendored in
+``../shared/vendor/comfyui`` is copied to a temporary folder and run with this interpreter (which
+then needs ComfyUI's requirements). Without either, the tests are skipped - except in CI, which
+runs them. One server serves the whole session (about 40 s to start on two idle cores).
 
-    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/ComfyUI/venv/bin/python \\
-        python -m pytest tests/test_comfyui_e2e.py
-
-(``COMFYUI_PYTHON`` defaults to ``$COMFYUI_PATH/venv`` or ``.venv`` when one exists, else to
-this interpreter; it needs ComfyUI's requirements plus this repository's requirements.txt.)
-Without ``COMFYUI_PATH`` the test is skipped. It takes about a minute, mostly server start.
-
-The server runs from a temporary ``--base-directory`` - its ``custom_nodes/joint`` is a
-symlink to this checkout (the clone-install path), ``input/`` holds scikit-image photographs,
-and the tiny test model is registered through ``--extra-model-paths-config`` - so the
-checkout's own folders are not touched. The scores the server reports must equal
-``NaturalnessScorer.score`` on the same files with the same model in this process.
+The server's ``custom_nodes/joint`` is a symlink to this checkout (the clone-install path),
+``input/`` holds scikit-image photographs, and the tiny test model sits in a naturalness folder
+registered through ``--extra-model-paths-config``. The scores the server reports must equal
+``NaturalnessScorer.score`` on the same files with the same model in this process. The browser
+tests of the same server are in tests/test_comfyui_browser.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,13 +27,7 @@ from joint_core import NaturalnessScorer
 
 from conftest import REPO, photo
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout (and COMFYUI_PYTHON to "
-                                                "its interpreter) to run the end-to-end ComfyUI test"),
-]
+pytestmark = pytest.mark.slow
 
 NODES = ["LoadNaturalnessModel", "ScoreNaturalness", "FilterByNaturalness", "NaturalnessBestOfN",
          "PreviewNaturalness"]
@@ -56,74 +37,16 @@ AXES = ("technical", "rationality", "naturalness")
 PIXEL_TOLERANCE = 1
 
 
-def _python() -> str:
-    if os.environ.get("COMFYUI_PYTHON"):
-        return os.environ["COMFYUI_PYTHON"]
-    for venv in ("venv", ".venv"):
-        for exe in ("bin/python", "Scripts/python.exe"):
-            cand = Path(COMFYUI_PATH, venv, exe)
-            if cand.is_file():
-                return str(cand)
-    return sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url: str, base: Path, log: Path, proc: subprocess.Popen):
-        self.url, self.base, self.log, self.proc = url, base, log, proc
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            body = r.read()
-        try:
-            return json.loads(body)
-        except ValueError:
-            return body.decode("utf-8", "replace")
-
-    def post(self, path: str, data: dict):
-        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"POST {path} -> {e.code}: {e.read().decode()[:3000]}") from None
-
-    def run(self, prompt: dict, timeout: float = 300.0) -> dict:
-        """Queue an API-format prompt and wait for its history entry."""
-        pid = self.post("/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})["prompt_id"]
-        end = time.time() + timeout
-        while time.time() < end:
-            hist = self.get(f"/history/{pid}")
-            if pid in hist and hist[pid].get("status", {}).get("completed") is not None:
-                status = hist[pid]["status"]
-                if status.get("status_str") in ("success", "error"):
-                    return hist[pid]
-            if self.proc.poll() is not None:
-                raise AssertionError("ComfyUI exited:\n" + self.tail())
-            time.sleep(0.5)
-        raise AssertionError(f"prompt {pid} did not finish in {timeout:.0f} s:\n" + self.tail())
-
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+@pytest.fixture(scope="module")
+def server(comfyui):
+    return comfyui
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """Model, photographs and a latent batch, laid out as ComfyUI's folders."""
+def files(comfyui, tmp_path_factory):
+    """Model, photographs and a latent batch, laid out in the server's folders."""
+    base = comfyui.base
     root = tmp_path_factory.mktemp("comfyui_e2e")
-    base = root / "base"
-    (base / "custom_nodes").mkdir(parents=True)
-    try:
-        os.symlink(REPO, base / "custom_nodes" / "joint", target_is_directory=True)
-    except OSError:                     # no symlinks (Windows without developer mode): copy
-        shutil.copytree(REPO, base / "custom_nodes" / "joint",
-                        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info"))
     photos = base / "input" / "photos"
     photos.mkdir(parents=True)
     for name in PHOTOS:
@@ -143,46 +66,9 @@ def files(tmp_path_factory):
     save_file({"latent_tensor": (torch.arange(3, dtype=torch.float32) + 1).view(3, 1, 1, 1).repeat(1, 4, 16, 20),
                "latent_format_version_0": torch.tensor([])}, str(base / "input" / "crops.latent"))
     torch.manual_seed(0)
-    model_dir = root / "models" / "naturalness" / "tiny-test"
+    model_dir = comfyui.models / "naturalness" / "tiny-test"
     NaturalnessScorer.from_config("tiny-test", device="cpu").save_pretrained(model_dir)
-    (root / "extra_model_paths.yaml").write_text(
-        f"joint_e2e:\n    base_path: {root.as_posix()}\n    naturalness: models/naturalness\n")
     return {"root": root, "base": base, "photos": photos, "crops": crops_dir, "model": model_dir}
-
-
-@pytest.fixture(scope="module")
-def server(files):
-    root, base = files["root"], files["base"]
-    port = _free_port()
-    log = root / "comfyui.log"
-    env = dict(os.environ, JOINT_HOME=str(root / "joint-home"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env.pop("JOINT_MODEL", None)
-    cmd = [_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--base-directory", str(base), "--extra-model-paths-config", str(root / "extra_model_paths.yaml"),
-           "--disable-auto-launch", "--disable-all-custom-nodes", "--whitelist-custom-nodes", "joint"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=COMFYUI_PATH, env=env, stdout=out, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", base, log, proc)
-    try:
-        end = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n" + srv.tail())
-            try:
-                srv.get("/system_stats")
-                break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                if time.time() > end:
-                    raise AssertionError("ComfyUI did not come up in 240 s:\n" + srv.tail()) from None
-                time.sleep(1)
-        yield srv
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
 
 
 def _pixels(path) -> np.ndarray:
@@ -202,7 +88,7 @@ def _assert_same_scores(server_records, reference, label, exact):
                 assert math.isclose(rec[ax], ref[ax], rel_tol=0, abs_tol=1e-6), (label, ax, rec[ax], ref[ax])
 
 
-def test_comfyui_lists_the_pack(server):
+def test_comfyui_lists_the_pack(server, files):
     info = server.get("/object_info")
     missing = [n for n in NODES if n not in info]
     assert not missing, f"nodes missing from /object_info: {missing}\n" + server.tail()
@@ -264,6 +150,7 @@ def test_workflow_scores_filters_and_keeps_the_best_as_joint_does(server, files)
         "16": {"class_type": "PreviewNaturalness", "inputs": {"naturalness_model": model, "images": ["1", 0]}},
     }
     exact = server.get("/system_stats")["system"].get("pytorch_version") == torch.__version__
+    scored_before = server.scored_images()
     entry = server.run(prompt)
     status, outputs = entry["status"], entry["outputs"]
     assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:] + "\n" + server.tail()
@@ -299,6 +186,10 @@ def test_workflow_scores_filters_and_keeps_the_best_as_joint_does(server, files)
     assert latent.shape == (2, 4, 16, 20) and latent[:, 0, 0, 0].tolist() == [i + 1.0 for i in best_two]
     _assert_same_scores(outputs["15"]["scores"], crop_ref, "crops", exact)
     assert "kept 2 of 3 by naturalness" in outputs["12"]["text"][0]
+
+    # one scoring pass per graph: Score, two Filters and Preview share the 3 photos, Best of N and
+    # Score the 3 crops - the model ran on 6 images, not on 3 * 4 + 3 * 2
+    assert server.scored_images() - scored_before == 6, server.tail()
 
     # Preview: called once per list item by ComfyUI, one annotated preview each
     assert len(outputs["16"]["images"]) == 3 and all(f["type"] == "temp" for f in outputs["16"]["images"])

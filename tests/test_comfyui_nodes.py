@@ -30,7 +30,7 @@ from joint_core import NaturalnessScorer, NoModelError
 from conftest import REPO
 
 comfyui_joint = pytest.importorskip("comfyui_joint")
-from comfyui_joint import nodes, runtime  # noqa: E402
+from comfyui_joint import nodes, host  # noqa: E402
 
 AXES = ("technical", "rationality", "naturalness")
 
@@ -144,7 +144,7 @@ def comfy(tmp_path, monkeypatch, tiny_model_dir):
     """A fake ComfyUI with the tiny model installed as models/naturalness/tiny."""
     monkeypatch.setenv("JOINT_HOME", str(tmp_path / "joint-home"))   # no user-cache model
     fake = FakeComfy(tmp_path / "comfy", monkeypatch)
-    runtime.register_model_folder()
+    host.register_model_folder()
     shutil.copytree(tiny_model_dir, fake.models_dir / "naturalness" / "tiny")
     return fake
 
@@ -159,6 +159,13 @@ def comfy_image(*arrays) -> torch.Tensor:
     return torch.from_numpy(np.stack([a.astype(np.float32) / 255.0 for a in arrays]))
 
 
+def smooth_random(b: int, h: int, w: int) -> torch.Tensor:
+    """Random IMAGE batch with structure (pure per-pixel noise is flagged as degenerate and
+    filtered out, which is not what these tests are about)."""
+    small = torch.rand(b, 3, max(2, h // 8), max(2, w // 8))
+    return torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear").permute(0, 2, 3, 1).contiguous()
+
+
 def chw(a) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)
 
@@ -169,6 +176,12 @@ def scores_of(result, axis):
 
 def blocked(value):
     return isinstance(value, ExecutionBlocker)
+
+
+def chosen(model, images, by, **keep_args):
+    """What ScoreResult.keep (the one selection rule, tested in tests/test_result.py) picks for a
+    ComfyUI IMAGE batch: the node tests check that each node asks it the right question."""
+    return model.scorer.score(images.permute(0, 3, 1, 2)).keep(by, **keep_args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,9 +231,12 @@ def test_example_workflows_are_shipped_for_both_install_styles():
     root_dir = REPO / "example_workflows"
     names = sorted(p.name for p in pack_dir.glob("*.json"))
     assert len(names) >= 2
+    # each with its picture for ComfyUI's Templates dialog (made by tests/test_comfyui_browser.py)
+    files = sorted(p.name for p in pack_dir.iterdir())
+    assert files == sorted(names + [n.replace(".json", ".jpg") for n in names])
     # the root copy is what ComfyUI offers for a clone, the package copy for a pip install
-    assert names == sorted(p.name for p in root_dir.glob("*.json"))
-    for n in names:
+    assert files == sorted(p.name for p in root_dir.iterdir())
+    for n in files:
         assert (pack_dir / n).read_bytes() == (root_dir / n).read_bytes(), f"{n}: copies differ"
 
 
@@ -283,7 +299,8 @@ def test_requirements_cover_the_core_dependencies():
     assert sorted(reqs) == sorted(d for d in deps if not d.startswith(("torch>=", "torchvision")))
     comfy_meta = project["tool"]["comfy"]
     assert comfy_meta["PublisherId"] and comfy_meta["DisplayName"]
-    assert "web/*.js" in project["tool"]["setuptools"]["package-data"]["comfyui_joint"]
+    shipped = project["tool"]["setuptools"]["package-data"]["comfyui_joint"]
+    assert {"web/*.js", "example_workflows/*.json", "example_workflows/*.jpg"} <= set(shipped)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,18 +358,18 @@ def test_model_folder_and_choices(comfy, tmp_path, tiny_model_dir, monkeypatch):
     shutil.copy(tiny_model_dir / "model.safetensors", extra / "sub" / "custom.safetensors")
     (extra / "notes.txt").write_text("not a model")
     fp.folder_names_and_paths["naturalness"] = ([str(extra)], set())
-    assert runtime.register_model_folder() == [default, str(extra)]
+    assert host.register_model_folder() == [default, str(extra)]
     assert fp.folder_names_and_paths["naturalness"][1] == {".safetensors"}
-    assert runtime.register_model_folder() == [default, str(extra)]            # idempotent
+    assert host.register_model_folder() == [default, str(extra)]            # idempotent
     choices = nodes.LoadNaturalnessModel.INPUT_TYPES()["required"]["model_name"][0]
     assert choices == ["default (shipped)", "flat", "sub/v2", "tiny"]
     fp.folder_names_and_paths["naturalness"] = ([default, str(extra / "flat")], {".safetensors"})
-    assert runtime.model_choices() == ["default (shipped)", "model.safetensors", "tiny"]
+    assert host.model_choices() == ["default (shipped)", "model.safetensors", "tiny"]
     loaded = nodes.LoadNaturalnessModel().load("model.safetensors")[0]
     assert loaded.path == extra / "flat" and loaded.name == "model.safetensors"
     # a model installed by `joint convert` into the user cache is offered second
     shutil.copytree(tiny_model_dir, tmp_path / "joint-home" / "default")
-    assert runtime.model_choices()[:2] == ["default (shipped)", "user default (joint convert)"]
+    assert host.model_choices()[:2] == ["default (shipped)", "user default (joint convert)"]
     b = nodes.LoadNaturalnessModel().load("user default (joint convert)")[0]
     assert b.path == tmp_path / "joint-home" / "default"
     with pytest.raises(FileNotFoundError, match="no model 'sub/custom.safetensors'"):
@@ -374,10 +391,10 @@ def test_loader_reuses_a_loaded_model_and_reloads_changed_files(comfy):
     assert nodes.LoadNaturalnessModel.IS_CHANGED("tiny") != sig
     assert loader.load("tiny")[0] is not first                            # files changed: reload
     # nothing holds a model any more (ComfyUI dropped its cache): it is freed
-    key_count = len(runtime._CACHE)
+    key_count = len(host._CACHE)
     del first, other
     gc.collect()
-    assert len(runtime._CACHE) < key_count
+    assert len(host._CACHE) < key_count
 
 
 def test_no_model_installed_says_where_to_put_one(comfy, isolated_models):
@@ -401,10 +418,10 @@ def test_without_comfyui_the_loader_offers_the_default_only(monkeypatch, tmp_pat
     for name in ("folder_paths", "comfy", "comfy.utils", "comfy.model_management"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setenv("JOINT_HOME", str(tmp_path))
-    assert runtime.register_model_folder() is None
-    assert runtime.model_choices() == ["default (shipped)"]
-    assert runtime.placement("default")[0] == runtime.placement("default")[1]
-    assert type(runtime.blocker(None)).__name__ == "ExecutionBlocker"
+    assert host.register_model_folder() is None
+    assert host.model_choices() == ["default (shipped)"]
+    assert host.placement("default")[0] == host.placement("default")[1]
+    assert type(host.blocker(None)).__name__ == "ExecutionBlocker"
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +441,7 @@ def test_score_a_batch_of_one_photo(comfy, model, photos, tiny_scorer):
     assert f"{nat[0]:8.3f}" in report and "512 x 512" in report
     rec = out["ui"]["scores"]
     assert rec == [{"index": 0, "width": 512, "height": 512, "technical": tech[0],
-                    "rationality": rat[0], "naturalness": nat[0], "error": None}]
+                    "rationality": rat[0], "naturalness": nat[0], "error": None, "warning": None}]
     assert comfy.progress[-1] == (1, 1) and comfy.checks >= 2
     assert not img.isnan().any() and img.shape == (1, 512, 512, 3)     # input untouched
 
@@ -449,25 +466,60 @@ def test_score_mixed_sizes_as_one_list(comfy, model, photos, tiny_scorer):
 
 def test_batch_of_64_through_every_node(comfy, model):
     torch.manual_seed(0)
-    base = torch.rand(8, 48, 40, 3) * torch.linspace(0.2, 1.0, 8).view(8, 1, 1, 1)
+    base = smooth_random(8, 48, 40) * torch.linspace(0.2, 1.0, 8).view(8, 1, 1, 1)
     images = base.repeat(8, 1, 1, 1)                                      # 64 images, 8 distinct
     tech, rat, nat, report = nodes.ScoreNaturalness().score([model], [images], [16])["result"]
     assert len(nat) == len(tech) == len(rat) == 64 and report.count("\n") >= 64
     assert all(math.isfinite(v) for v in nat)
     assert nat[:8] * 8 == nat and tech[:8] * 8 == tech                  # same image, same score
-    assert comfy.progress[-1] == (64, 64) and len(comfy.progress) == 4
+    assert comfy.progress == [(8, 8)]                                     # each distinct image once
     assert len(set(nat)) == 8
     threshold = sorted(set(nat))[3]                                        # 3 distinct values below
     kept, rejected, kept_s, rej_s = nodes.FilterByNaturalness().filter(
         model, images, "naturalness", threshold, "skip downstream", 16)["result"]
-    keep_idx = [i for i in range(64) if nat[i] >= threshold]
+    keep_idx = chosen(model, images, "naturalness", threshold=threshold)
     assert len(keep_idx) == 40 and kept.shape == (40, 48, 40, 3) and rejected.shape == (24, 48, 40, 3)
     assert torch.equal(kept, images[keep_idx]) and kept_s == [nat[i] for i in keep_idx]
     assert sorted(kept_s + rej_s) == sorted(nat)
     best, latent, idx, s = nodes.BestOfN().best_of_n(model, images, 10, "technical", batch_size=32)["result"]
-    expected = sorted(range(64), key=lambda i: (-tech[i], i))[:10]        # ties: input order
+    expected = chosen(model, images, "technical", k=10)
     assert idx == expected and s == [tech[i] for i in expected]
     assert torch.equal(best, images[expected]) and blocked(latent) and "latent" in latent.message
+    assert comfy.progress == [(8, 8)]                                     # Filter, Best of N: cached
+
+
+def test_a_graph_scores_each_image_once(comfy, model, photos, tiny_scorer, monkeypatch):
+    """Score -> Filter -> Best of N -> Preview on the same images: the model runs for the first
+    node only; a changed image (one pixel) is scored again, alone; another model scores anew."""
+    calls = []
+    real_score = model.scorer.score
+
+    def counting_score(images, **kw):
+        calls.append(len(images))
+        return real_score(images, **kw)
+
+    monkeypatch.setattr(model.scorer, "score", counting_score)
+    imgs = comfy_image(*(photos[n][:96, :128] for n in ("astronaut", "coffee", "chelsea", "rocket")))
+    tech, rat, nat, _ = nodes.ScoreNaturalness().score([model], [imgs])["result"]
+    assert calls == [4]
+    kept_s = nodes.FilterByNaturalness().filter(model, imgs, "naturalness", min(nat))["result"][2]
+    best = nodes.BestOfN().best_of_n(model, imgs, 2, "technical")["result"]
+    nodes.PreviewNaturalness().preview(model, imgs)
+    nodes.ScoreNaturalness().score([model, model], [imgs[2:], imgs[:2]])          # a list, reordered
+    assert calls == [4]                                                 # nothing reached the model
+    assert kept_s == nat and best[3] == sorted(tech, reverse=True)[:2]
+    changed = imgs.clone()
+    changed[1, 0, 0, 0] = 1.0 - changed[1, 0, 0, 0]
+    again = nodes.ScoreNaturalness().score([model], [changed])["result"]
+    assert calls == [4, 1]                                              # only the changed image
+    assert again[2][0] == nat[0] and again[2][2:] == nat[2:]
+    assert again[2][1] == scores_of(tiny_scorer.score(changed[1:2].permute(0, 3, 1, 2)), "naturalness")[0]
+    other = nodes.LoadNaturalnessModel().load("tiny", dtype="bf16")[0]
+    other_calls = []
+    monkeypatch.setattr(other.scorer, "score", lambda images, **kw: other_calls.append(len(images))
+                        or type(other.scorer).score(other.scorer, images, **kw))
+    nodes.ScoreNaturalness().score([other], [imgs])
+    assert other_calls == [4] and calls == [4, 1]                       # the cache is per model
 
 
 def test_filter_keeps_at_least_threshold_in_order(comfy, model, photos):
@@ -477,7 +529,8 @@ def test_filter_keeps_at_least_threshold_in_order(comfy, model, photos):
     threshold = nat[order[2]]                       # exactly the second best: it is kept (>=)
     out = nodes.FilterByNaturalness().filter(model, imgs, "naturalness", threshold)
     kept, rejected, kept_s, rej_s = out["result"]
-    keep = sorted(order[2:])
+    keep = chosen(model, imgs, "naturalness", threshold=threshold)
+    assert keep == sorted(order[2:])                # input order
     assert torch.equal(kept, imgs[keep]) and kept_s == [nat[i] for i in keep]
     assert torch.equal(rejected, imgs[sorted(order[:2])]) and rej_s == [nat[i] for i in sorted(order[:2])]
     assert "kept 2 of 4" in out["ui"]["text"][0]
@@ -502,7 +555,7 @@ def test_filter_empty_result_blocks_downstream_or_raises(comfy, model, photos):
 
 
 def test_failed_images_are_rejected_and_reported(comfy, model):
-    imgs = torch.rand(3, 32, 32, 3)
+    imgs = smooth_random(3, 32, 32)
     imgs[1, 0, 0, 0] = float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -529,7 +582,7 @@ def test_best_of_n_ranks_mixes_and_carries_latents(comfy, model, photos):
               "noise_mask": torch.arange(4, dtype=torch.float32).view(4, 1, 1).expand(4, 8, 8).contiguous()}
     node = nodes.BestOfN()
     out = node.best_of_n(model, imgs, 2, "rationality", latent=latent)["result"]
-    expected = sorted(range(4), key=lambda i: (-rat[i], i))[:2]
+    expected = chosen(model, imgs, "rationality", k=2)
     assert out[2] == expected and out[3] == [rat[i] for i in expected]
     assert torch.equal(out[0], imgs[expected]) and out[0].shape == (2, 96, 128, 3)
     # the kept latents, their noise masks and their original positions (for the same noise)
@@ -537,7 +590,7 @@ def test_best_of_n_ranks_mixes_and_carries_latents(comfy, model, photos):
     assert out[1]["noise_mask"][:, 0, 0].tolist() == expected and out[1]["batch_index"] == expected
     mixed = node.best_of_n(model, imgs, 4, "weighted mix", None, 1.0, 3.0, 0.0)["result"]
     mix = [(0.25 * t + 0.75 * r) for t, r in zip(tech, rat)]
-    assert mixed[2] == sorted(range(4), key=lambda i: (-mix[i], i))
+    assert mixed[2] == chosen(model, imgs, {"technical": 1.0, "rationality": 3.0}, k=4)
     assert mixed[3] == pytest.approx([mix[i] for i in mixed[2]], abs=1e-6)
     # k larger than the batch: all of them, sorted; batch_index of an earlier selection is kept
     again = node.best_of_n(model, imgs[[3, 1]], 5, "naturalness",
@@ -592,7 +645,7 @@ def test_model_runs_on_comfyuis_device_and_waits_on_its_offload_device(comfy):
             return self
 
     gpu = torch.device("meta")          # stands for a GPU here: anything that is not the CPU
-    m = runtime.NaturalnessModel(Scorer(), "x", Path("x"), gpu, torch.device("cpu"))
+    m = host.NaturalnessModel(Scorer(), "x", Path("x"), gpu, torch.device("cpu"))
     with m.on_device(batch_size=4, max_pixels=1000):
         assert moves == [gpu]
     assert moves == [gpu, torch.device("cpu")] and comfy.emptied == 1
@@ -603,8 +656,8 @@ def test_model_runs_on_comfyuis_device_and_waits_on_its_offload_device(comfy):
             raise InterruptProcessingException()
     assert moves[-1] == torch.device("cpu") and comfy.emptied == 2
     comfy.torch_device, comfy.offload_device = gpu, torch.device("cpu")
-    assert runtime.placement("default") == (gpu, torch.device("cpu"))
-    assert runtime.placement("cpu") == (torch.device("cpu"), torch.device("cpu"))
+    assert host.placement("default") == (gpu, torch.device("cpu"))
+    assert host.placement("cpu") == (torch.device("cpu"), torch.device("cpu"))
 
 
 def test_inputs_are_checked_with_clear_messages(comfy, model):
@@ -622,3 +675,78 @@ def test_inputs_are_checked_with_clear_messages(comfy, model):
         nodes.BestOfN().best_of_n(model, torch.rand(1, 8, 8, 3), 1, "beauty")
     empty = nodes.ScoreNaturalness().score([model], [torch.rand(0, 8, 8, 3)])
     assert all(blocked(v[0]) for v in empty["result"][:3]) and empty["ui"]["text"] == ["no images to score"]
+
+
+def test_cached_failures_name_the_image_where_it_is_now(comfy, model):
+    imgs = torch.rand(3, 32, 32, 3)
+    imgs[1, 0, 0, 0] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = nodes.ScoreNaturalness().score([model], [imgs])["ui"]["scores"]
+        moved = nodes.ScoreNaturalness().score([model, model], [imgs[2:], imgs[:2]])["ui"]["scores"]
+    assert first[1]["error"].startswith("input 0[1]: ") and "NaN" in first[1]["error"]
+    # now the third image of the list: input 1 (the second tensor), position 1
+    assert moved[2]["error"] == "input 1[1]: " + first[1]["error"][len("input 0[1]: "):]
+    assert [r["error"] for r in moved].count(None) == 2
+
+
+def test_flags_survive_the_cache(comfy, model):
+    """A black frame scored by one node is flagged (and ranks last) in the next node too, where
+    its scores come from the cache, under the name it has there."""
+    torch.manual_seed(3)
+    smooth = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(64, 64), mode="bilinear").permute(0, 2, 3, 1)
+    imgs = torch.cat([torch.zeros(1, 64, 64, 3), smooth])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = nodes.ScoreNaturalness().score([model], [imgs])["ui"]["scores"]
+        calls = model.scorer.score
+        model.scorer.score = lambda *a, **k: pytest.fail("the model ran again")
+        try:
+            best = nodes.BestOfN().best_of_n(model, imgs[[1, 0, 2]], 3, "naturalness")["result"]
+            again = model.score([imgs[[1, 0]].permute(0, 3, 1, 2)])
+        finally:
+            model.scorer.score = calls
+    assert first[0]["warning"].startswith("input 0[0]: flagged: nearly uniform")
+    assert best[2][-1] == 1                                       # the black frame, now at position 1, last
+    assert again.warnings == {1: "input 0[1]: " + first[0]["warning"].split(": ", 1)[1]}
+
+
+def test_score_cache_is_bounded_in_entries_and_bytes():
+    value = host.CachedScore(1.0, 2.0, 3.0)
+    cache = host.ScoreCache(max_entries=3, max_bytes=1 << 20)
+    for i in range(5):
+        cache.put(("m", bytes([i])), value)
+    assert len(cache) == 3 and cache.get(("m", bytes([0]))) is None         # oldest out first
+    assert cache.get(("m", bytes([2]))) == value                            # used: now the newest
+    cache.put(("m", bytes([5])), value)
+    assert cache.get(("m", bytes([3]))) is None and cache.get(("m", bytes([2]))) == value
+    assert cache.nbytes == 3 * host.ScoreCache.ENTRY_BYTES
+    small = host.ScoreCache(max_entries=100, max_bytes=2 * host.ScoreCache.ENTRY_BYTES + 10)
+    small.put(("m", b"a"), value)
+    small.put(("m", b"b"), value)
+    small.put(("m", b"c"), host.CachedScore(math.nan, math.nan, math.nan, "x" * 20))    # 340 bytes
+    assert len(small) == 1 and small.get(("m", b"c")) is not None and small.nbytes <= small.max_bytes
+    small.put(("m", b"d"), host.CachedScore(math.nan, math.nan, math.nan, "x" * 10_000))  # too big alone
+    assert small.get(("m", b"d")) is None and small.nbytes <= small.max_bytes
+    small.clear()
+    assert len(small) == 0 and small.nbytes == 0
+    with pytest.raises(ValueError, match="cache bounds"):
+        host.ScoreCache(max_entries=-1)
+
+
+def test_fingerprint_sees_every_pixel_dtype_and_shape():
+    a = torch.rand(2, 64, 48, 3)
+    fp = host.fingerprint(a)
+    assert host.fingerprint(a.clone()) == fp and len(fp) == 32
+    b = a.clone()
+    b[1, 63, 47, 2] = torch.nextafter(b[1, 63, 47, 2], torch.tensor(2.0))     # the last value, one ulp
+    assert host.fingerprint(b) != fp
+    assert host.fingerprint(a.reshape(2, 48, 64, 3)) != fp                   # same bytes, other shape
+    assert host.fingerprint(a.double()) != fp
+    assert host.fingerprint(a.to(torch.bfloat16)) != host.fingerprint(a.to(torch.float16))
+    # the nodes' channels-first view of ComfyUI's images: read without a copy, every pixel seen
+    view = a.permute(0, 3, 1, 2)
+    assert host.fingerprint(view[1:2]) == host.fingerprint(a.clone().permute(0, 3, 1, 2)[1:2])
+    assert host.fingerprint(view[1:2]) != host.fingerprint(b.permute(0, 3, 1, 2)[1:2])
+    assert host.fingerprint(view[1:2]) != host.fingerprint(view[0:1])
+    assert host.fingerprint(view) != host.fingerprint(view.contiguous())       # same values, other layout

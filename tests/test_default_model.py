@@ -79,7 +79,7 @@ def test_scores_live_on_the_documented_scale(default_scorer):
 
 
 def test_every_face_uses_it_when_no_model_is_named(isolated_models, monkeypatch, default_scorer):
-    from comfyui_joint import nodes, runtime
+    from comfyui_joint import nodes, host
     from diffusers_hook._common import resolve_scorer
     from joint_core import checkpoint
 
@@ -89,7 +89,7 @@ def test_every_face_uses_it_when_no_model_is_named(isolated_models, monkeypatch,
     hook = resolve_scorer(None, device="cpu")                       # diffusers hook, no model given
     assert hook.source.origin == "shipped default"
     assert float(hook.score(img).naturalness[0]) == want
-    choice = runtime.model_choices()[0]                             # ComfyUI loader lists it first
+    choice = host.model_choices()[0]                             # ComfyUI loader lists it first
     assert choice == "default (shipped)"
     (model,) = nodes.LoadNaturalnessModel().load(choice, "cpu", "fp32")
     comfy_image = torch.from_numpy(img).float()[None] / 255          # [B, H, W, 3]

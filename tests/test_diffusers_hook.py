@@ -82,9 +82,8 @@ class Spy(PipelineCallback):
         return callback_kwargs
 
 
-def best_first(values, group):
-    """Indices of ``group``, best first, ties in order (independent of the code under test)."""
-    return sorted(group, key=lambda i: (-float(values[i]), i))
+# Which images are kept is ScoreResult.keep's job, tested in tests/test_result.py; these tests
+# check that the hook passes it the right arguments and returns what it chose.
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +97,7 @@ def test_callback_keeps_top_k_per_prompt_best_first(sd_pipe, tiny_scorer):
     nat = cb.scores.naturalness
     assert len(cb.scores) == 6 and len(out.images) == 4
     assert all(im.size == (SIZE, SIZE) for im in out.images)
-    expected = best_first(nat, range(3))[:2] + best_first(nat, range(3, 6))[:2]
+    expected = cb.scores.keep("naturalness", k=2, group_size=3)
     assert cb.kept_indices == expected == cb.passed_indices
     assert torch.equal(cb.kept_scores.naturalness, nat[expected])
     # the images the pipeline returned are the kept ones; their scores are the reported ones
@@ -111,9 +110,7 @@ def test_callback_keeps_top_k_per_prompt_best_first(sd_pipe, tiny_scorer):
 def test_callback_ranks_by_a_weighted_mix(sd_pipe, tiny_scorer):
     cb = naturalness_filter(tiny_scorer, k=1, num_images_per_prompt=3, by={"rationality": 1, "technical": 2})
     run_sd(sd_pipe, PROMPTS, 3, range(6), callback_on_step_end=cb)
-    s = cb.scores
-    mixed = ((s.rationality.double() + 2 * s.technical.double()) / 3).float()
-    assert cb.kept_indices == best_first(mixed, range(3))[:1] + best_first(mixed, range(3, 6))[:1]
+    assert cb.kept_indices == cb.scores.keep({"rationality": 1, "technical": 2}, k=1, group_size=3)
 
 
 @pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
@@ -121,7 +118,7 @@ def test_callback_scores_equal_scorer_on_returned_images(sd_pipe, tiny_scorer, o
     cb = naturalness_filter(tiny_scorer, sort=True, output_type=output_type)
     out = run_sd(sd_pipe, PROMPTS[0], 4, range(10, 14), output_type=output_type, callback_on_step_end=cb)
     assert sorted(cb.kept_indices) == [0, 1, 2, 3]
-    assert cb.kept_indices == best_first(cb.scores.naturalness, range(4))
+    assert cb.kept_indices == cb.scores.keep(sort=True)
     again = tiny_scorer.score(out.images)
     for axis in ("technical", "rationality", "naturalness"):
         assert torch.equal(getattr(again, axis), getattr(cb.kept_scores, axis)), axis
@@ -136,7 +133,7 @@ def test_callback_prunes_only_at_last_step_with_cfg_and_composes(sd_pipe, tiny_s
     assert before.shapes == {0: (3, 6), 1: (3, 6), 2: (3, 6)}
     # pruned at the last step only; the embeddings are left alone (unused after the loop)
     assert after.shapes == {0: (3, 6), 1: (3, 6), 2: (1, 6)}
-    assert len(out.images) == 1 and cb.kept_indices == best_first(cb.scores.naturalness, range(3))[:1]
+    assert len(out.images) == 1 and cb.kept_indices == cb.scores.keep(k=1)
 
 
 def test_callback_threshold_and_reset(sd_pipe, tiny_scorer):
@@ -147,7 +144,7 @@ def test_callback_threshold_and_reset(sd_pipe, tiny_scorer):
     cut = float(values.median())
     cb = naturalness_filter(tiny_scorer, threshold=cut, output_type="np")
     out = run_sd(sd_pipe, PROMPTS[0], 4, range(20, 24), output_type="np", callback_on_step_end=cb)
-    expected = [i for i in range(4) if float(values[i]) >= cut]   # generation order kept
+    expected = probe.scores.keep(threshold=cut)                   # generation order kept
     assert cb.kept_indices == expected and out.images.shape == (len(expected), SIZE, SIZE, 3)
     assert torch.equal(cb.scores.naturalness, values)
 
@@ -180,9 +177,8 @@ def test_flux_callback_and_best_of_n(flux_pipe, flux_embeds, tiny_scorer):
     via_cb = flux_pipe(prompt_embeds=pe.repeat_interleave(2, 0), pooled_prompt_embeds=pooled.repeat_interleave(2, 0),
                        generator=gens(range(4)), num_inference_steps=STEPS, height=h, width=w,
                        output_type="pt", callback_on_step_end=cb)
-    nat = cb.scores.naturalness
     assert via_cb.images.shape == (2, 3, h, w)
-    assert cb.kept_indices == best_first(nat, [0, 1])[:1] + best_first(nat, [2, 3])[:1]
+    assert cb.kept_indices == cb.scores.keep(k=1, group_size=2)
     torch.testing.assert_close(tiny_scorer.score(via_cb.images).naturalness, cb.kept_scores.naturalness,
                                atol=1e-5, rtol=0)
 
@@ -277,7 +273,7 @@ def test_best_of_n_shapes_order_indices_seeds(sd_pipe, tiny_scorer):
     assert out.all_seeds == list(range(7, 13)) and len(out.all_scores) == 6
     assert out.prompt_indices == [0, 0, 1, 1]
     nat = out.all_scores.naturalness
-    assert out.indices == best_first(nat, range(3))[:2] + best_first(nat, range(3, 6))[:2]
+    assert out.indices == out.all_scores.keep(k=2, group_size=3, sort=True)
     assert out.seeds == [out.all_seeds[i] for i in out.indices]
     assert torch.equal(out.scores.naturalness, nat[out.indices])
     assert out.nsfw_content_detected is None     # no safety checker in the tiny pipeline
@@ -308,7 +304,7 @@ def test_best_of_n_chunks_give_the_same_result(sd_pipe, tiny_scorer):
 def test_best_of_n_k_above_n_and_n_one(sd_pipe, tiny_scorer):
     out = best_of_n(sd_pipe, PROMPTS[0], n=2, k=5, seed=3, scorer=tiny_scorer, output_type="np", **sd_kwargs())
     assert out.images.shape == (2, SIZE, SIZE, 3) and out.images.dtype == np.float32
-    assert sorted(out.indices) == [0, 1] and out.indices == best_first(out.all_scores.naturalness, [0, 1])
+    assert sorted(out.indices) == [0, 1] and out.indices == out.all_scores.keep(sort=True)
     one = best_of_n(sd_pipe, PROMPTS[0], n=1, seed=3, scorer=tiny_scorer, output_type="np", **sd_kwargs())
     assert one.indices == [0] and one.seeds == [3] and one.images.shape == (1, SIZE, SIZE, 3)
     np.testing.assert_allclose(one.images[0], out.images[out.indices.index(0)], atol=1e-5)
@@ -363,9 +359,8 @@ def test_best_of_n_any_pipeline_reorders_nsfw_flags(tiny_scorer):
     assert pipe.calls == [4, 4, 2]       # 2 prompts x chunks of 2, 2, 1 candidates
     assert out.all_seeds == list(range(100, 110))
     assert out.nsfw_content_detected == [s % 2 == 1 for s in out.seeds]
-    for p in range(2):
-        assert [i for i, q in zip(out.indices, out.prompt_indices) if q == p] == \
-            best_first(out.all_scores.naturalness, range(5 * p, 5 * p + 5))[:3]
+    assert out.indices == out.all_scores.keep(k=3, group_size=5)
+    assert out.prompt_indices == [i // 5 for i in out.indices]
     # each kept image is the one its seed produces
     for img, s in zip(out.images, out.seeds):
         expect = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(s)) ** (1 + s % 3)
@@ -375,11 +370,7 @@ def test_best_of_n_any_pipeline_reorders_nsfw_flags(tiny_scorer):
 def test_best_of_n_ranks_by_a_weighted_mix(tiny_scorer):
     mix = {"naturalness": 1.0, "technical": 3.0}
     out = best_of_n(FakePipeline(), ["x", "y"], n=5, k=2, seed=3, by=mix, scorer=tiny_scorer, output_type="pt")
-    s = out.all_scores
-    mixed = (s.naturalness.double() + 3 * s.technical.double()) / 4
-    for p in range(2):
-        assert [i for i, q in zip(out.indices, out.prompt_indices) if q == p] == \
-            best_first(mixed.float(), range(5 * p, 5 * p + 5))[:2]
+    assert out.indices == out.all_scores.keep(mix, k=2, group_size=5)
     plain = best_of_n(FakePipeline(), ["x", "y"], n=5, k=2, seed=3, scorer=tiny_scorer, output_type="pt")
     assert plain.indices != out.indices  # the mix really changes the choice on these candidates
 

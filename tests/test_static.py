@@ -50,3 +50,34 @@ def test_one_version_everywhere():
     assert version("joint-naturalness") == joint_core.__version__
     out = subprocess.run([sys.executable, "-m", "joint_core", "--version"], capture_output=True, text=True)
     assert out.stdout.strip() == f"joint {joint_core.__version__}"
+
+
+# the house: joint_core is the ground floor; the faces stand on it and not on each other
+ALLOWED = {
+    "joint_core": set(),
+    "comfyui_joint": {"joint_core"},
+    "diffusers_hook": {"joint_core"},
+    "train": {"joint_core"},
+}
+
+
+def _our_imports(path: Path) -> set:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found & set(ALLOWED)
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in sorted((REPO / package).rglob("*.py")):
+            for target in _our_imports(path) - allowed - {package}:
+                wrong.append(f"{path.relative_to(REPO)} imports {target}")
+    assert not wrong, "arrows must point to joint_core only:\n" + "\n".join(wrong)

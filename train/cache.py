@@ -13,14 +13,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from joint_core.preprocess.images import ImageInputError, load_image
-from joint_core.preprocess.pipeline import cap_longer
+from joint_core.preprocess.pipeline import cap_longer, to_uint8
 
 INDEX = "index.json"
 PIXELS = "pixels.u8"
@@ -50,7 +50,7 @@ def decode(path: str, max_side: int, interpolation: str = "bilinear") -> np.ndar
     t = load_image(path)
     x = t.float() / 255.0 if t.dtype == torch.uint8 else t
     x = cap_longer(x[None], max_side, interpolation)[0]
-    return torch.round(x * 255).clamp(0, 255).to(torch.uint8).numpy()
+    return to_uint8(x).numpy()
 
 
 class ImageCache:
@@ -74,9 +74,6 @@ class ImageCache:
         off, h, w = self.index[name]
         arr = np.array(self._pixels[off:off + 3 * h * w]).reshape(3, h, w)
         return torch.from_numpy(arr)
-
-    def get_many(self, names: Iterable[str]) -> List[Tensor]:
-        return [self[n] for n in names]
 
     @classmethod
     def build(cls, items: Sequence[Tuple[str, str]], max_side: int = 1024,

@@ -7,7 +7,6 @@ on the device by :class:`joint_core.preprocess.Preprocessor` inside the training
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -243,10 +242,6 @@ def describe(data: TrainingData) -> str:
     for name, split in data.splits.items():
         lines.append(f"{name}: train {len(split.train)}, val {len(split.val)}, test {len(split.test)}")
     return "; ".join(lines)
-
-
-def split_manifest(data: TrainingData) -> str:
-    return json.dumps({n: {p: len(getattr(s, p)) for p in PARTS} for n, s in data.splits.items()})
 
 
 def finite(x: float) -> bool:

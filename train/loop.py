@@ -26,7 +26,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -636,6 +635,3 @@ def _scatter(names: np.ndarray, preds: Dict[str, np.ndarray], labels: Dict[str, 
     plt.close(fig)
 
 
-def env_info() -> Dict[str, Any]:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

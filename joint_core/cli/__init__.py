@@ -19,7 +19,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from .common import EXIT_ERROR
 
-COMMANDS = ("score", "convert", "info")
+COMMANDS = ("score", "report", "convert", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

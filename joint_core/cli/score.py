@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(rows, result))
     for i in sorted(result.errors):
         print(f"joint: skipped {result.errors[i]}", file=sys.stderr)
+    for i in sorted(result.warnings):
+        print(f"joint: warning: {result.warnings[i]}", file=sys.stderr)
     if args.out:
         write_records(rows, args.out)
         if not args.quiet:
@@ -84,14 +86,14 @@ def format_table(rows: List[dict], result: ScoreResult) -> str:
             lines.append(f"{'-':>10} {'-':>12} {'-':>12}  {r['source']}  (unreadable)")
         else:
             lines.append(f"{r['technical']:>10.4f} {r['rationality']:>12.4f} {r['naturalness']:>12.4f}  "
-                         f"{r['source']}")
+                         f"{r['source']}" + ("  (flagged)" if r.get("warning") else ""))
     return "\n".join(lines)
 
 
 def write_records(rows: List[dict], out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["source", "technical", "rationality", "naturalness", "error"]
+    fields = ["source", "technical", "rationality", "naturalness", "error", "warning"]
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open("w", newline="", encoding="utf-8") as f:

@@ -130,15 +130,15 @@ class TorchScriptLocalizer(ArtifactLocalizer):
         return f"TorchScriptLocalizer({str(self.path)!r}, input_size={self.input_size})"
 
 
-def build_localizer(spec: Union[None, str, os.PathLike, ArtifactLocalizer],
+def build_localizer(localizer: Union[None, str, os.PathLike, ArtifactLocalizer],
                     device: Union[str, torch.device, None] = None) -> ArtifactLocalizer:
     """``None`` / ``"none"`` -> :class:`NoLocalizer`; a path -> :class:`TorchScriptLocalizer`;
     an :class:`ArtifactLocalizer` is returned as is (moved to ``device``)."""
-    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+    if localizer is None or (isinstance(localizer, str) and localizer.lower() == "none"):
         return NoLocalizer()
-    if isinstance(spec, ArtifactLocalizer):
-        return spec.to(device) if device is not None else spec
-    if isinstance(spec, (str, os.PathLike)):
-        return TorchScriptLocalizer(spec, device=device)
+    if isinstance(localizer, ArtifactLocalizer):
+        return localizer.to(device) if device is not None else localizer
+    if isinstance(localizer, (str, os.PathLike)):
+        return TorchScriptLocalizer(localizer, device=device)
     raise TypeError(f"localizer must be None, 'none', a path to a TorchScript file or an "
-                    f"ArtifactLocalizer, got {type(spec).__name__}")
+                    f"ArtifactLocalizer, got {type(localizer).__name__}")

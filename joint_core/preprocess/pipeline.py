@@ -82,9 +82,15 @@ def crop(x: Tensor, size: int, offsets: Tensor) -> Tensor:
                         for i, (top, left) in enumerate(offsets.tolist())])
 
 
+def to_uint8(x: Tensor) -> Tensor:
+    """Float images in [0, 1] -> uint8, the project's one 8-bit rounding: ``round(x * 255)`` in
+    float32 (half to even, as numpy and diffusers' ``numpy_to_pil`` round), clamped to 0-255."""
+    return torch.round(x.float() * 255.0).clamp_(0, 255).to(torch.uint8)
+
+
 def quantize(x: Tensor) -> Tensor:
     """Round to 8-bit levels (what a uint8 image stored between steps would hold)."""
-    return torch.round(x * 255.0).clamp_(0, 255) / 255.0
+    return to_uint8(x).to(x.dtype) / 255.0
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -149,7 +155,7 @@ class Preprocessor:
         out = []
         for im in images:
             x = im.to(self.device, non_blocking=True)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()  # one float copy, not two
             out.append(cap_longer(x[None], self.config.max_side, self.config.interpolation)[0])
         return out
 

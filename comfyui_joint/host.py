@@ -1,18 +1,23 @@
-"""What the nodes need from ComfyUI, in one place, and what happens without it.
+"""The ComfyUI host integration: what the nodes need from ComfyUI, in one place, and what happens without it.
 
 - the ``naturalness`` model folder (``folder_paths``; ``extra_model_paths.yaml`` can add more),
 - loading a model once per (file, device, dtype) while something still holds it,
 - where the model runs and where it is parked between runs (``comfy.model_management``),
 - progress bars and cancel (``comfy.utils.ProgressBar``, ``throw_exception_if_processing_interrupted``),
-- ``ExecutionBlocker`` for outputs that have nothing to pass on.
+- ``ExecutionBlocker`` for outputs that have nothing to pass on,
+
+and one thing ComfyUI does not do for us: scores already computed are kept (:class:`ScoreCache`,
+keyed by the model and a fingerprint of each image's pixels), so that Score -> Filter -> Best of N
+on the same images runs the model once per image, not once per node.
 
 Every ComfyUI module is looked up when it is needed, so this package imports, and its nodes run,
 without ComfyUI (tests, scripts); then there is no model folder, no progress bar and no offload.
-Scoring itself is ``joint_core.NaturalnessScorer``; nothing here touches pixels or weights.
+Scoring itself is ``joint_core.NaturalnessScorer``; nothing here decodes or changes pixels or weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
@@ -21,9 +26,10 @@ import tempfile
 import threading
 import uuid
 import weakref
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -32,6 +38,7 @@ from joint_core import NaturalnessScorer, NoModelError, ScoreResult, default_mod
 from joint_core import checkpoint as _checkpoint
 from joint_core.checkpoint import WEIGHTS_NAME, is_model_dir, no_model_message
 from joint_core.config import CONFIG_NAME
+from joint_core.result import AXES
 
 log = logging.getLogger("comfyui_joint")
 
@@ -191,16 +198,121 @@ def placement(device: str) -> Tuple[torch.device, torch.device]:
     return load, offload
 
 
+# --------------------------------------------------------------------------------------------
+# scores already computed
+# --------------------------------------------------------------------------------------------
+
+
+def fingerprint(image: Tensor) -> bytes:
+    """A fingerprint of one image tensor's content: SHA-256 of its shape, dtype, layout and bytes.
+
+    One pass over the pixels (about 7 ms for a 1024x1024 float image on one core, a few percent
+    of a forward pass), and any changed pixel changes it. A permuted view of contiguous memory -
+    ComfyUI's ``[B, H, W, C]`` seen as ``[B, C, H, W]`` - is read in memory order, without a copy;
+    the same pixels in another memory layout give another fingerprint (a cache miss, never a
+    wrong hit)."""
+    t = image.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    order = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    t = t.permute(order)
+    if not t.is_contiguous():
+        t = t.contiguous()
+    h = hashlib.sha256(f"{tuple(image.shape)}|{order}|{t.dtype}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.digest()
+
+
+class CachedScore(NamedTuple):
+    """One image's scores. ``error`` (it failed) and ``warning`` (it was flagged, and ranks last)
+    are kept without the image's name in front (``*_named``: it had one): the same pixels get the
+    name of wherever they come next."""
+
+    technical: float
+    rationality: float
+    naturalness: float
+    error: Optional[str] = None
+    error_named: bool = False
+    warning: Optional[str] = None
+    warning_named: bool = False
+
+
+class ScoreCache:
+    """Scores by ``(model identity, image fingerprint)``, least recently used first out.
+
+    Bounded in entries and in bytes (each entry is counted as :attr:`ENTRY_BYTES` plus the length
+    of its error message - the key, the named tuple and the dictionary slot), so a server that
+    scores for days holds a few megabytes at most. Thread-safe."""
+
+    ENTRY_BYTES = 320
+
+    def __init__(self, max_entries: int = 50_000, max_bytes: int = 32 << 20):
+        if max_entries < 0 or max_bytes < 0:
+            raise ValueError(f"cache bounds must be >= 0, got {max_entries} entries, {max_bytes} bytes")
+        self.max_entries = int(max_entries)
+        self.max_bytes = int(max_bytes)
+        self._entries: "OrderedDict[Tuple[Hashable, bytes], CachedScore]" = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def _size(cls, value: CachedScore) -> int:
+        return cls.ENTRY_BYTES + sum(len(m) for m in (value.error, value.warning) if m)
+
+    def get(self, key: Tuple[Hashable, bytes]) -> Optional[CachedScore]:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Tuple[Hashable, bytes], value: CachedScore) -> None:
+        size = self._size(value)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= self._size(old)
+            if size > self.max_bytes or self.max_entries == 0:
+                return
+            self._entries[key] = value
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= self._size(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """What the entries are counted as (see the class docstring)."""
+        return self._bytes
+
+
+#: the scores of every model in this process (ComfyUI runs one graph at a time; bounded anyway)
+SCORES = ScoreCache()
+
+
 class NaturalnessModel:
-    """The ``NATURALNESS_MODEL`` value: a scorer, its name, and where it runs and waits."""
+    """The ``NATURALNESS_MODEL`` value: a scorer, its name, and where it runs and waits.
+
+    ``identity`` names what the scores depend on (the model's files, device and dtype); models
+    with the same identity share cached scores. By default every instance is its own."""
 
     def __init__(self, scorer: NaturalnessScorer, name: str, path: Path,
-                 load_device: torch.device, offload_device: torch.device):
+                 load_device: torch.device, offload_device: torch.device,
+                 identity: Optional[Hashable] = None):
         self.scorer = scorer
         self.name = name
         self.path = path
         self.load_device = load_device
         self.offload_device = offload_device
+        self.identity = identity if identity is not None else ("instance", uuid.uuid4().hex)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -233,25 +345,86 @@ class NaturalnessModel:
                     if mm is not None:
                         mm.soft_empty_cache()
 
-    def score(self, images: Sequence[Tensor], batch_size: int = 8) -> ScoreResult:
-        """Score ``[B, C, H, W]`` tensors (a list, all flattened into one result) with a
-        ComfyUI progress bar; ComfyUI's cancel stops it between batches."""
+    def score(self, images: Sequence[Tensor], batch_size: int = 8, layout: str = "channels_first",
+              cache: Optional[ScoreCache] = None) -> ScoreResult:
+        """Score ``[B, C, H, W]`` tensors (a list, all flattened into one result, the image at
+        position ``i`` of tensor ``k`` named ``input k[i]``) with a ComfyUI progress bar;
+        ComfyUI's cancel stops it between batches. ``layout`` is passed to the scorer: the nodes
+        hand over channels-first tensors, so nothing is guessed.
+
+        Images whose pixels this model has scored before are taken from ``cache`` (default
+        :data:`SCORES`), and identical images within the call are scored once: only the rest
+        reach the model, and the progress bar counts those."""
+        cache = SCORES if cache is None else cache
         mm = comfy_module("comfy.model_management")
-        cu = comfy_module("comfy.utils")
-        total = sum(int(t.shape[0]) for t in images)
-        max_pixels = max((int(t.shape[-2]) * int(t.shape[-1]) for t in images), default=1)
         if mm is not None:
             mm.throw_exception_if_processing_interrupted()
-        bar = cu.ProgressBar(total) if cu is not None and total else None
+        slices = [(f"input {k}[{i}]", t[i:i + 1]) for k, t in enumerate(images) for i in range(int(t.shape[0]))]
+        keys = [(self.identity, layout, fingerprint(x)) for _, x in slices]
+        found: Dict[Tuple[Hashable, bytes], CachedScore] = {}
+        todo: Dict[Tuple[Hashable, bytes], Tensor] = {}
+        for key, (_, x) in zip(keys, slices):
+            if key in found or key in todo:
+                continue
+            hit = cache.get(key)
+            if hit is not None:
+                found[key] = hit
+            else:
+                todo[key] = x
+        if todo:
+            found.update(self._score_uncached(todo, batch_size, cache, layout))
+            log.info("joint: %s scored %d image(s) (%d of %d known from earlier scores)", self.name, len(todo),
+                     len(slices) - len(todo), len(slices))
+        values = [found[key] for key in keys]
+        errors, flagged = {}, {}
+        for i, ((name, _), v) in enumerate(zip(slices, values)):
+            if v.error is not None:
+                errors[i] = _named(v.error, name) if v.error_named else v.error
+            elif v.warning is not None:
+                flagged[i] = _named(v.warning, name) if v.warning_named else v.warning
+        cfg = self.scorer.config
+        return ScoreResult(torch.tensor([v.technical for v in values], dtype=torch.float32),
+                           torch.tensor([v.rationality for v in values], dtype=torch.float32),
+                           torch.tensor([v.naturalness for v in values], dtype=torch.float32),
+                           [name for name, _ in slices], errors, tuple(cfg.score_range), default_by=cfg.ranking,
+                           warnings=flagged)
 
-        def progress(done: int, todo: int) -> None:
+    def _score_uncached(self, todo: Dict[Tuple[Hashable, bytes], Tensor], batch_size: int,
+                        cache: ScoreCache, layout: str) -> Dict[Tuple[Hashable, bytes], CachedScore]:
+        mm = comfy_module("comfy.model_management")
+        cu = comfy_module("comfy.utils")
+        images = list(todo.values())
+        max_pixels = max(int(t.shape[-2]) * int(t.shape[-1]) for t in images)
+        bar = cu.ProgressBar(len(images)) if cu is not None else None
+
+        def progress(done: int, total: int) -> None:
             if bar is not None:
-                bar.update_absolute(done, todo)
+                bar.update_absolute(done, total)
             if mm is not None:
                 mm.throw_exception_if_processing_interrupted()
 
         with self.on_device(batch_size, max_pixels) as scorer:
-            return scorer.score(list(images), batch_size=batch_size, callback=progress)
+            result = scorer.score(images, batch_size=batch_size, callback=progress, layout=layout)
+        out = {}
+        for i, (key, name) in enumerate(zip(todo, result.sources)):
+            error, error_named = _unnamed(result.errors.get(i), name)
+            warning, warning_named = _unnamed(result.warnings.get(i), name)
+            value = CachedScore(*(float(getattr(result, ax)[i]) for ax in AXES), error=error, error_named=error_named,
+                                warning=warning, warning_named=warning_named)
+            cache.put(key, value)
+            out[key] = value
+        return out
+
+
+def _unnamed(message: Optional[str], name: str) -> Tuple[Optional[str], bool]:
+    """A message without the image's name in front, and whether it had it."""
+    if message is not None and message.startswith(name + ": "):
+        return message[len(name) + 2:], True
+    return message, False
+
+
+def _named(message: str, name: str) -> str:
+    return f"{name}: {message}"
 
 
 _CACHE: "weakref.WeakValueDictionary[tuple, NaturalnessModel]" = weakref.WeakValueDictionary()
@@ -276,7 +449,7 @@ def load_naturalness_model(choice: str, device: str = "default", dtype: str = "d
         if model is not None:
             return model
         scorer = NaturalnessScorer.from_pretrained(spec, device=offload_device, dtype=torch_dtype)
-        model = NaturalnessModel(scorer, choice, path, load_device, offload_device)
+        model = NaturalnessModel(scorer, choice, path, load_device, offload_device, identity=key)
         _CACHE[key] = model
         log.info("joint: loaded naturalness model %s", model)
         return model
@@ -306,10 +479,6 @@ def blocker(message: Optional[str] = None) -> Any:
     graph = comfy_module("comfy_execution.graph")
     cls = getattr(graph, "ExecutionBlocker", None) if graph is not None else None
     return (cls or _FallbackExecutionBlocker)(message)
-
-
-def is_blocked(value: Any) -> bool:
-    return type(value).__name__ == "ExecutionBlocker"
 
 
 def temp_directory() -> str:
