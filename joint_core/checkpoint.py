@@ -20,7 +20,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -79,14 +79,55 @@ def save_weights(state: Mapping[str, torch.Tensor], path: PathLike,
     return path
 
 
+INT8_SCALE_SUFFIX = ".int8_scale"
+
+
+def quantize_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: ``weight ~ q * scale[:, None]`` with ``scale = max|row| / 127``
+    (float32). A weight that already holds int8 levels times a per-row scale (e.g. dequantised
+    from a dynamically quantised export) comes back exactly."""
+    w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
+    scale = w.abs().amax(1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape), scale
+
+
+def dequantize_int8(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Replace every int8 tensor that has a ``<name>.int8_scale`` companion by its float32 value."""
+    out = {k: v for k, v in state.items() if not k.endswith(INT8_SCALE_SUFFIX)}
+    for key in state:
+        if not key.endswith(INT8_SCALE_SUFFIX):
+            continue
+        name = key[: -len(INT8_SCALE_SUFFIX)]
+        q, scale = state.get(name), state[key]
+        if q is None or q.dtype != torch.int8 or scale.dim() != 1 or scale.shape[0] != q.shape[0]:
+            raise CheckpointError(f"{key}: an int8 scale without a matching int8 tensor {name!r}")
+        shape = [-1] + [1] * (q.dim() - 1)
+        out[name] = q.to(torch.float32) * scale.to(torch.float32).view(shape)
+    return out
+
+
 def save_model(model: JointModel, directory: PathLike,
-               dtype: Optional[torch.dtype] = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (optionally cast, e.g. fp16 to ship)."""
+               dtype: Optional[torch.dtype] = None, int8: Sequence[str] = ()) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (optionally cast, e.g. fp16 to ship).
+
+    ``int8``: regular expressions (``re.search``) of weight names stored as int8 with a float32
+    scale per output row (``<name>.int8_scale``; see :func:`quantize_int8`), for large frozen
+    weights that came from an int8 source; :func:`read_weights` turns them back into float32.
+    Only floating tensors of 2 or more dimensions are quantised.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    patterns = [re.compile(p) for p in int8]
     state = OrderedDict()
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
+        if patterns and v.is_floating_point() and v.dim() >= 2 and any(p.search(k) for p in patterns):
+            q, scale = quantize_int8(v)
+            state[k] = q.contiguous()
+            state[k + INT8_SCALE_SUFFIX] = scale.contiguous()
+            continue
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         state[k] = v.contiguous().clone()
@@ -96,7 +137,8 @@ def save_model(model: JointModel, directory: PathLike,
 
 
 def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]:
-    """Read a safetensors file, checking the recorded hash when there is one."""
+    """Read a safetensors file, checking the recorded hash when there is one (over the stored
+    tensors); int8-stored weights come back as float32 (:func:`dequantize_int8`)."""
     from safetensors import safe_open
 
     from .preprocess.images import open_regular
@@ -117,6 +159,11 @@ def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]
                 f"{path}: weights do not match the checksum recorded when they were saved "
                 f"(recorded {expected[:12]}..., found {actual[:12]}...): the file was modified "
                 "or corrupted")
+    if any(k.endswith(INT8_SCALE_SUFFIX) for k in state):
+        try:
+            state = dequantize_int8(state)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     return state
 
 

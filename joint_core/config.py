@@ -45,7 +45,9 @@ class BranchConfig:
     ``"logits"`` keeps the backbone's ImageNet classifier and feeds its ``num_logits`` outputs to
     the head (the layout of the authors' rationality branch in ``JOINT_2024.pth``); ``"stages"``
     feeds the pooled features joined with the spatial mean and standard deviation of every
-    stage's feature map (multi-level statistics: low-level texture as well as semantics).
+    stage's feature map (multi-level statistics: low-level texture as well as semantics);
+    ``"tokens"`` (vision transformers) feeds the pooled features joined with, for every block,
+    its class token and the mean and standard deviation of its patch tokens.
     ``head_norm`` normalises the head's input (stage statistics differ in scale by orders of
     magnitude): ``"layernorm"`` per image, ``"standardize"`` per feature with a mean and standard
     deviation fitted on the training images and stored with the weights.
@@ -53,7 +55,7 @@ class BranchConfig:
 
     backbone: str
     head_hidden: int = 128
-    head_input: Literal["pooled", "logits", "stages"] = "pooled"
+    head_input: Literal["pooled", "logits", "stages", "tokens"] = "pooled"
     head_activation: Literal["none", "relu", "gelu"] = "none"
     head_dropout: float = 0.0
     head_norm: Literal["none", "layernorm", "standardize"] = "none"
@@ -74,6 +76,10 @@ class TechnicalInputConfig:
     patches stay in place); ``partition=False`` feeds the image unshuffled (the paper's
     "w/o multi-perspective" ablation). The result is resized (shorter side) to ``resize`` when
     set and centre-cropped to ``crop``.
+
+    ``mean`` / ``std``: this branch's input normalisation, when its backbone was pre-trained with
+    other statistics than the model-wide ``preprocess.mean`` / ``std`` (e.g. CLIP's); ``None``
+    uses the model-wide ones.
     """
 
     sampling: Literal["resize", "fragments"] = "resize"
@@ -84,6 +90,8 @@ class TechnicalInputConfig:
     localizer: Literal["none", "pal4vst"] = "none"
     resize: Optional[int] = 224
     crop: int = 224
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
 
 
 @dataclass
@@ -94,13 +102,16 @@ class RationalityInputConfig:
     image to ``crop`` x ``crop``); ``crop`` is the centre crop (random crop when training).
     ``native=True`` skips resizing and crops at the image's own resolution (images smaller than
     ``crop`` are padded). ``low_frequency=True`` feeds the low-frequency map instead of the image
-    (official preset).
+    (official preset). ``mean`` / ``std``: this branch's own normalisation (``None``: the
+    model-wide ``preprocess.mean`` / ``std``), as for the technical branch.
     """
 
     resize: Optional[int] = 224
     crop: int = 224
     low_frequency: bool = False
     native: bool = False
+    mean: Optional[Tuple[float, float, float]] = None
+    std: Optional[Tuple[float, float, float]] = None
 
 
 @dataclass
@@ -134,6 +145,13 @@ class PreprocessConfig:
     quantize: bool = False
     max_side: int = 2048
     seed: int = 0
+
+    def normalization(self, branch: str) -> Tuple[Tuple[float, float, float], Tuple[float, float, float]]:
+        """``(mean, std)`` that ``branch`` (``"technical"`` or ``"rationality"``) is normalised
+        with: its own when set, else the model-wide ones."""
+        b = getattr(self, branch)
+        return (tuple(b.mean) if b.mean is not None else tuple(self.mean),
+                tuple(b.std) if b.std is not None else tuple(self.std))
 
 
 @dataclass
@@ -258,8 +276,10 @@ class JointConfig:
         _positive("preprocess.low_frequency.iterations", lf.iterations)
         _positive("preprocess.low_frequency.cg_max_iter", lf.cg_max_iter)
         _positive("preprocess.max_side", p.max_side)
-        if any(s <= 0 for s in p.std):
-            raise ConfigError(f"preprocess.std must be positive, got {p.std}")
+        for where, std in (("preprocess.std", p.std), ("preprocess.technical.std", p.technical.std),
+                           ("preprocess.rationality.std", p.rationality.std)):
+            if std is not None and any(s <= 0 for s in std):
+                raise ConfigError(f"{where} must be positive, got {std}")
         for key in ("technical_weight", "rationality_weight", "bias"):
             v = getattr(self.fusion, key)
             if not math.isfinite(v):

@@ -89,6 +89,16 @@ class Branch(nn.Module):
         )
 
     def forward(self, x: Tensor, return_stages: bool = False) -> BranchOutput:
+        if self.config.head_input == "tokens":
+            if return_stages:
+                raise NotImplementedError("stage features (the Wasserstein regulariser) are not available "
+                                          "with head_input='tokens'")
+            final, blocks = self.backbone.forward_intermediates(x, return_prefix_tokens=True, output_fmt="NLC")
+            parts = [self.backbone.forward_head(final)]
+            for patches, prefix in blocks:
+                parts += [prefix[:, 0], *stage_statistics(patches.transpose(1, 2)).chunk(2, dim=1)]
+            embedding = torch.cat(parts, 1)
+            return BranchOutput(score=self.head(self.head_norm(embedding)).squeeze(-1), embedding=embedding)
         multilevel = self.config.head_input == "stages"
         if return_stages or multilevel:
             if not hasattr(self.backbone, "forward_intermediates"):

@@ -23,7 +23,7 @@ from .model import JointModel, JointOutput
 from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
 from .preprocess.pipeline import Preprocessor
-from .result import ScoreResult, ScoringError
+from .result import ScoreResult, ScoringError, describe_by
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -158,6 +158,7 @@ class NaturalnessScorer:
             "fusion": f"N = {cfg.fusion.technical_weight:.4g}*T {_signed(cfg.fusion.rationality_weight)}*R"
                       + (f" {_signed(cfg.fusion.bias)}" if cfg.fusion.bias else "")
                       + (" -> logistic" if cfg.calibration else ""),
+            "ranking": describe_by(cfg.ranking),   # what every face ranks by when no axis is named
         }
 
     # -- scoring --------------------------------------------------------------------------

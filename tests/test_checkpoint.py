@@ -38,6 +38,49 @@ def test_fp16_save_loads_into_fp32_model(tiny_model_dir, tmp_path):
     assert w2.dtype == torch.float32 and torch.equal(w2, w1.half().float())
 
 
+def test_int8_weights_round_trip_and_dequantise_at_load(tiny_model_dir, tmp_path):
+    from joint_core.checkpoint import INT8_SCALE_SUFFIX, quantize_int8
+
+    m1 = load_model(tiny_model_dir)
+    key = "technical.head.0.weight"
+    # weights that already hold int8 levels times a per-row scale (a dequantised int8 export)
+    # come back exactly; other weights within half a quantisation step
+    w = m1.technical.head[0].weight
+    levels = torch.randint(-127, 128, w.shape, generator=torch.Generator().manual_seed(0)).float()
+    levels[:, 0] = 127
+    with torch.no_grad():
+        w.copy_(levels * torch.linspace(1e-3, 2e-3, w.shape[0])[:, None])
+    out = save_model(m1, tmp_path / "int8", dtype=torch.float16, int8=[r"^technical\.head\.0\.weight$",
+                                                                        r"\.bias$"])
+    raw = load_file(str(out / WEIGHTS_NAME))
+    assert raw[key].dtype == torch.int8 and raw[key + INT8_SCALE_SUFFIX].dtype == torch.float32
+    assert raw["technical.head.0.bias"].dtype == torch.float16          # 1-D tensors are never quantised
+    assert raw["rationality.head.0.weight"].dtype == torch.float16
+    m2 = load_model(out)                                                 # strict: no leftover scale keys
+    assert set(m2.state_dict()) == set(m1.state_dict())
+    assert torch.equal(m2.technical.head[0].weight, m1.technical.head[0].weight)
+    other = torch.randn(5, 7)
+    q, scale = quantize_int8(other)
+    assert (q.float() * scale[:, None] - other).abs().max() <= scale.max() / 2 + 1e-7
+    # the checksum covers the stored int8 bytes
+    data = bytearray((out / WEIGHTS_NAME).read_bytes())
+    data[-3] ^= 0x01
+    (out / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_model(out)
+
+
+def test_an_int8_scale_without_its_tensor_is_an_error(tiny_model_dir, tmp_path):
+    from joint_core.checkpoint import INT8_SCALE_SUFFIX
+
+    bad = _copy(tiny_model_dir, tmp_path / "orphan")
+    state = load_file(str(bad / WEIGHTS_NAME))
+    state["technical.head.0.weight" + INT8_SCALE_SUFFIX] = torch.ones(3)
+    save_file(state, str(bad / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match="int8 scale without a matching int8 tensor"):
+        load_model(bad)
+
+
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True)
     for f in src.iterdir():

@@ -44,7 +44,7 @@ def test_unknown_key_is_named():
 @pytest.mark.parametrize("path,value,message", [
     (("technical", "head_hidden"), "128", r"config\.technical\.head_hidden must be an integer"),
     (("fusion", "bias"), "x", r"config\.fusion\.bias must be a number"),
-    (("technical", "head_input"), "avg", r"must be one of \['pooled', 'logits', 'stages'\]"),
+    (("technical", "head_input"), "avg", r"must be one of \['pooled', 'logits', 'stages', 'tokens'\]"),
     (("preprocess", "mean"), [0.5, 0.5], r"config\.preprocess\.mean must have 3 items"),
 ])
 def test_wrong_types_are_named(path, value, message):

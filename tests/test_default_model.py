@@ -22,10 +22,12 @@ def default_scorer():
     return NaturalnessScorer.from_pretrained("default", device="cpu")
 
 
-def test_shipped_files_load_strictly_and_are_small():
+def test_shipped_files_load_strictly_and_fit_the_size_budget():
+    """The package default may be up to 100 MB (issue 13: only because the CLIP technical branch
+    beats the best model within 30 MB by more than 0.03 SRCC on AGIQA-3K, docs/default-model.md)."""
     files = {p.name for p in SHIPPED_DEFAULT.iterdir()}
     assert {"config.json", WEIGHTS_NAME, MODEL_CARD_NAME} <= files
-    assert (SHIPPED_DEFAULT / WEIGHTS_NAME).stat().st_size <= 30 * 2**20
+    assert sum(p.stat().st_size for p in SHIPPED_DEFAULT.iterdir()) <= 100 * 10**6
     state = read_weights(SHIPPED_DEFAULT / WEIGHTS_NAME)       # checksum verified
     model = load_model(SHIPPED_DEFAULT)                         # strict: every key, every shape
     assert set(model.state_dict()) == set(state)
@@ -95,3 +97,64 @@ def test_every_face_uses_it_when_no_model_is_named(isolated_models, monkeypatch,
     comfy_image = torch.from_numpy(img).float()[None] / 255          # [B, H, W, 3]
     res = model.score([comfy_image.permute(0, 3, 1, 2)])
     assert float(res.naturalness[0]) == pytest.approx(want, abs=1e-5)
+
+
+def _broken_and_clean():
+    """Clean photographs and clearly broken frames (what a failed or damaged generation looks
+    like), all made here: scikit-image's sample photos, flat and black frames (a black frame is
+    what Stable Diffusion's safety checker returns), pure noise, and photos destroyed by heavy
+    blur, heavy noise, block garbling and extreme JPEG."""
+    from conftest import photo
+
+    clean = {n: photo(n) for n in ("astronaut", "coffee", "chelsea", "rocket")}
+    rng = np.random.default_rng(7)
+
+    def jpeg(img, q):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+    def garble(img, block=32):
+        h, w = (img.shape[0] // block) * block, (img.shape[1] // block) * block
+        tiles = img[:h, :w].reshape(h // block, block, w // block, block, 3).swapaxes(1, 2).reshape(-1, block, block, 3)
+        tiles = tiles[rng.permutation(len(tiles))]
+        return tiles.reshape(h // block, w // block, block, block, 3).swapaxes(1, 2).reshape(h, w, 3)
+
+    broken = {
+        "flat grey": np.full((512, 512, 3), 128, np.uint8),
+        "black frame": np.zeros((512, 512, 3), np.uint8),
+        "pure noise": rng.integers(0, 256, (512, 512, 3), dtype=np.uint8),
+        "blurred to nothing": np.asarray(Image.fromarray(clean["astronaut"]).filter(ImageFilter.GaussianBlur(16))),
+        "drowned in noise": np.clip(clean["coffee"] + rng.normal(0, 90, clean["coffee"].shape), 0,
+                                    255).astype(np.uint8),
+        "garbled blocks": garble(clean["chelsea"]),
+        "JPEG quality 1": jpeg(clean["rocket"], 1),
+    }
+    return clean, broken
+
+
+@pytest.mark.filterwarnings("ignore::joint_core.preprocess.images.FlaggedImageWarning")   # flat, black, noise
+def test_the_default_ranking_puts_broken_frames_below_clean_photos(default_scorer):
+    """The key every face ranks by when the user names none (JointConfig.ranking): each clearly
+    broken frame must rank below each clean photograph."""
+    clean, broken = _broken_and_clean()
+    res = default_scorer.score(list(clean.values()) + list(broken.values()))
+    key = res.scores(None)                       # the model's default ranking
+    good, bad = key[: len(clean)], key[len(clean):]
+    worst_clean = float(good.min())
+    wrong = {name: round(float(v), 3) for name, v in zip(broken, bad) if float(v) >= worst_clean}
+    assert not wrong, (f"ranked at or above the worst clean photo ({worst_clean:.3f}) by "
+                       f"{default_scorer.config.ranking}: {wrong}")
+
+
+@pytest.mark.filterwarnings("ignore::joint_core.preprocess.images.FlaggedImageWarning")   # flat, black, noise
+def test_degenerate_frames_score_below_photos_on_the_technical_axis_and_the_ranking(default_scorer):
+    """Flat grey, black and pure-noise frames land below every clean photo on the technical
+    axis and on the default ranking (the first default scored them 4.9-5.0 on naturalness, above
+    the photos' 3.6-4.3)."""
+    clean, broken = _broken_and_clean()
+    frames = [broken[k] for k in ("flat grey", "black frame", "pure noise")]
+    res = default_scorer.score(list(clean.values()) + frames)
+    for key in ("technical", None):
+        s = res.scores(key)
+        assert float(s[len(clean):].max()) < float(s[: len(clean)].min()), (key, s.tolist())

@@ -95,3 +95,28 @@ def test_multilevel_stage_statistics_head():
     # the head sees the normalised embedding
     expected = m.rationality.head(m.rationality.head_norm(emb)).squeeze(-1)
     torch.testing.assert_close(out.rationality, expected)
+
+
+def test_token_statistics_head_of_a_vision_transformer():
+    """head_input='tokens': pooled features, then per block its class token and the mean and
+    (population) std of its patch tokens - recomputed here block by block."""
+    from joint_core.config import BranchConfig, ConfigError
+    from joint_core.model import Branch
+
+    kw = {"img_size": 32, "embed_dim": 8, "depth": 2, "num_heads": 2}
+    b = Branch(BranchConfig("vit_base_patch16_clip_quickgelu_224", head_input="tokens", backbone_kwargs=kw)).eval()
+    assert b.feature_dim == 8 + 3 * 2 * 8
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = b(x)
+        m = b.backbone
+        h = m.norm_pre(m._pos_embed(m.patch_embed(x)))
+        parts = []
+        for blk in m.blocks:
+            h = blk(h)
+            parts.append(torch.cat([h[:, 0], h[:, 1:].mean(1), h[:, 1:].std(1, correction=0)], 1))
+        expected = torch.cat([m.norm(h)[:, 0]] + parts, 1)
+    torch.testing.assert_close(out.embedding, expected, atol=1e-5, rtol=1e-5)
+    assert out.score.shape == (3,)
+    with pytest.raises(ConfigError, match="class token"):
+        Branch(BranchConfig("test_resnet", head_input="tokens"))

@@ -136,3 +136,38 @@ def test_crops_of_images_smaller_than_the_crop_are_padded():
         out = crop(x, 64, off)
         assert out.shape == (2, 3, 64, 64)
         assert out[:, :, 12:52].min() == 1 and out[:, :, :12].max() == 0   # centred padding
+
+
+def test_each_branch_can_have_its_own_normalisation():
+    """A CLIP technical branch next to an ImageNet rationality branch: each input is normalised
+    with its branch's mean/std; a branch without its own uses the model-wide ones; configs
+    written before the per-branch fields existed load unchanged."""
+    import json
+
+    from joint_core.config import JointConfig, PreprocessConfig
+
+    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    cfg = get_preset("tiny-test")
+    cfg.preprocess.technical.mean, cfg.preprocess.technical.std = clip_mean, clip_std
+    pre = Preprocessor(cfg.preprocess)
+    img = pre.prepare([torch.rand(3, 64, 64)])
+    t, r = pre(img)
+    plain = Preprocessor(get_preset("tiny-test").preprocess)
+    t0, r0 = plain(img)
+    m0, s0 = torch.tensor(PreprocessConfig().mean).view(3, 1, 1), torch.tensor(PreprocessConfig().std).view(3, 1, 1)
+    m1, s1 = torch.tensor(clip_mean).view(3, 1, 1), torch.tensor(clip_std).view(3, 1, 1)
+    torch.testing.assert_close(t[0], (t0[0] * s0 + m0 - m1) / s1, atol=1e-5, rtol=1e-5)
+    assert torch.equal(r, r0)
+    assert cfg.preprocess.normalization("technical") == (clip_mean, clip_std)
+    assert cfg.preprocess.normalization("rationality") == (PreprocessConfig().mean, PreprocessConfig().std)
+    back = JointConfig.from_json(cfg.to_json())
+    assert back.preprocess.technical.mean == clip_mean and back.preprocess.rationality.mean is None
+    old = json.loads(get_preset("tiny-test").to_json())
+    for branch in ("technical", "rationality"):
+        for key in ("mean", "std"):
+            del old["preprocess"][branch][key]
+    assert JointConfig.from_dict(old).preprocess.normalization("technical") == (PreprocessConfig().mean,
+                                                                                  PreprocessConfig().std)
+    cfg.preprocess.rationality.std = (0.2, 0.0, 0.2)
+    with pytest.raises(Exception, match="preprocess.rationality.std must be positive"):
+        cfg.validate()

@@ -222,6 +222,7 @@ def test_info(tiny_scorer):
     assert info["parameters"] == sum(p.numel() for p in tiny_scorer.model.parameters())
     assert "N = 0.145*T + 0.769*R" == info["fusion"]
     assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["ranking"] == "naturalness"          # the default ranking key (JointConfig.ranking)
 
 
 def test_bfloat16_scoring_is_close_to_float32(tiny_model_dir, photos):

@@ -439,3 +439,100 @@ def test_split_warns_when_no_content_groups_are_known():
         warnings.simplefilter("error")
         make_split(grouped, RatedDataset(name="set", samples=samples, scale=(0, 20)), 0, 0)
         make_split(spec, RatedDataset(name="set", samples=samples, scale=(0, 20), distinct_content=True), 0, 0)
+
+
+# ------------------------------------------------------------------------------------ AGIQA-3K
+
+
+AGIQA_ROOT = DATA / "AGIQA3K" / "data"
+
+
+def make_agiqa(root: Path, rows):
+    header = "name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align,mos"
+    lines = [header] + [f"{n},{p},,,,{q},0.5,{a},0.4,{q}" for n, p, q, a in rows]
+    write(root / "data" / "data.csv", "\n".join(lines) + "\n")
+    touch(root / "data" / "ACGIQA-3K", [r[0] for r in rows])
+
+
+def test_agiqa3k_synthetic_groups_by_prompt_and_picks_the_target(tmp_path):
+    from train.datasets import read_agiqa3k
+    from train.splits import holdout_split
+
+    rows = [(f"{g}_normal_{i:03d}.jpg", f"prompt {i}", 0.5 + (i + k) % 4, 1 + k % 3)
+            for i in range(10) for k, g in enumerate(("AttnGAN", "sd1.5", "xl2.2"))]
+    make_agiqa(tmp_path, rows)
+    ds = read_agiqa3k(tmp_path)                         # the repository root is accepted
+    assert len(ds) == 30 and ds.scale == (0.0, 5.0) and "MIT" in ds.licence
+    s = ds["AttnGAN_normal_003.jpg"]
+    assert s.group == "prompt 3" and s.extra["generator"] == "AttnGAN_normal"
+    assert s.mos == s.mos_t == 3.5 and s.mos_r is None and s.extra["alignment"] == 1
+    al = read_agiqa3k(tmp_path / "data", target="alignment", labels=["mos_r"])
+    assert al["AttnGAN_normal_003.jpg"].mos_r == 1 and al["AttnGAN_normal_003.jpg"].mos_t is None
+    split = holdout_split(ds, 0.2, 0.1, seed=0)         # prompt-disjoint
+    prompts = {p: {ds[n].group for n in getattr(split, p)} for p in ("train", "val", "test")}
+    assert not (prompts["train"] & prompts["test"]) and not (prompts["val"] & prompts["test"])
+    with pytest.raises(ValueError, match="target must be one of"):
+        read_agiqa3k(tmp_path, target="beauty")
+    write(tmp_path / "data" / "data.csv", "name,prompt,mos_quality,mos_align\nx.jpg,a cat,7,1\n")
+    with pytest.raises(DatasetError, match="mos_quality = 7 is outside the scale"):
+        read_agiqa3k(tmp_path)
+
+
+@pytest.mark.skipif(not AGIQA_ROOT.is_dir(), reason=f"no AGIQA-3K copy at {AGIQA_ROOT}")
+def test_agiqa3k_real_copy():
+    ds = load_dataset("agiqa3k", root=AGIQA_ROOT)
+    assert len(ds) == 2982 and len({s.group for s in ds}) == 300
+    assert len({s.extra["generator"] for s in ds}) == 10
+
+
+# ------------------------------------------------------------------------------------ anatomy
+
+
+def test_anatomy_counts_errors_per_annotator_and_finds_misnamed_files(tmp_path):
+    from train.datasets import read_anatomy
+
+    cols = [f"{c}. {k} Error-{c}.{p} {part}" for c, k in ((1, "Missing"), (2, "Extra"))
+            for p, part in ((1, "Torso"), (2, "Limbs"))]
+    header = "Image Id,Model,Prompt,Pic Num.," + ",".join(cols) + ",Annotator"
+    rows = [
+        'sdxl_couple hugging_01,sdxl,couple hugging,1,1/2a,,"1/2a,1/2c",,anno1',
+        'sdxl_couple hugging_01,sdxl,couple hugging,1,,,,,anno2',
+        'sdxl_couple hugging_02,sdxl,couple hugging,2,1/1a,2/2b,1/1c,1/1a,anno1',
+    ]
+    write(tmp_path / "data" / "annotations.csv", "\n".join([header] + rows) + "\n")
+    touch(tmp_path / "images" / "sdXL" / "couple_hugging", ["sdXL_hug_01.jpg", "sdXL_hug_012.jpg"])
+    ds = read_anatomy(tmp_path)
+    assert [s.extra["errors"] for s in ds] == [1.5, 4.0]           # (3 + 0) / 2 annotators, 4
+    assert ds[1].name == "images/sdXL/couple_hugging/sdXL_hug_012.jpg"   # picture 2, misnamed
+    assert all(s.mos is None and s.group == "couple hugging" for s in ds)
+
+
+# ------------------------------------------------------------------------------------ degenerate
+
+
+def test_degenerate_frames_are_written_once_and_rated_at_the_bottom(tmp_path):
+    from train.data import make_split
+    from train.datasets import make_degenerate
+    from train.recipe import DataSpec
+
+    ds = make_degenerate(tmp_path / "deg", per_kind=2, seed=3, kinds=["black", "flat", "noise"],
+                         sizes=[(40, 48)])
+    assert len(ds) == 6 and ds.distinct_content
+    assert all(s.mos == s.mos_t == s.mos_r == 0.0 for s in ds)
+    assert ds.rescaled((1, 5))[0].mos == 1.0
+    black = np.asarray(Image.open(ds["black_000.png"].path))
+    noise = np.asarray(Image.open(ds["noise_001.png"].path))
+    assert black.shape == (40, 48, 3) and black.max() <= 8 and noise.std() > 30
+    stamp = os.path.getmtime(ds[0].path)
+    again = make_degenerate(tmp_path / "deg", per_kind=2, seed=3, kinds=["black", "flat", "noise"],
+                            sizes=[(40, 48)])
+    assert again.names() == ds.names() and os.path.getmtime(ds[0].path) == stamp   # reused, not rewritten
+    other = make_degenerate(tmp_path / "deg", per_kind=2, seed=4, kinds=["black", "flat", "noise"],
+                            sizes=[(40, 48)])
+    assert not np.array_equal(np.asarray(Image.open(other["noise_001.png"].path)), noise)
+    only_t = make_degenerate(tmp_path / "deg2", per_kind=1, kinds=["black"], sizes=[(8, 8)], labels=["mos_t"])
+    assert only_t[0].mos is None and only_t[0].mos_t == 0.0
+    split = make_split(DataSpec(name="deg", kind="degenerate", split={"kind": "train"}), ds, 0, seed=0)
+    assert split.train == ds.names() and split.val == [] and split.test == []
+    with pytest.raises(ValueError, match="unknown"):
+        make_degenerate(tmp_path / "x", kinds=["sparkles"])

@@ -246,7 +246,8 @@ def test_bundled_recipes_parse():
     names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
     assert {"joint-agin", "joint-plus-plus-agin", "default-model"} <= set(names)
     for name in names:
-        r = load_recipe(name, variables={k: "/x" for k in ("AGIN_LABELS", "AGIN_IMAGES", "RAISE_ROOT", "CLIVE_ROOT")})
+        r = load_recipe(name, variables={k: "/x" for k in ("AGIN_LABELS", "AGIN_IMAGES", "RAISE_ROOT", "CLIVE_ROOT",
+                                                                  "AGIQA_ROOT")})
         assert r.data and r.joint_config()
 
 

@@ -161,3 +161,67 @@ def test_paper_table_layout():
     pred, mos = correlated(8, n=25)
     res = evaluate_axes({"naturalness": pred}, {"mos": mos})
     assert f"{res['naturalness']['srcc']:.4f}" in paper_table({"x": res})
+
+
+# --------------------------------------------------------------------------------------------
+# best-of-N agreement within groups
+# --------------------------------------------------------------------------------------------
+
+
+def test_within_groups_perfect_reversed_and_hand_counted():
+    from train.metrics import within_groups
+
+    mos = [1, 2, 3, 4, 1, 2, 3]
+    groups = ["a"] * 4 + ["b"] * 3
+    perfect = within_groups(mos, mos, groups)
+    assert perfect["top_pick"] == 1.0 and perfect["pairwise"] == 1.0 and perfect["within_srcc"] == pytest.approx(1.0)
+    assert perfect["chance"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    assert perfect["top_pick_ratio"] == pytest.approx(1 / perfect["chance"])
+    assert perfect["n_groups"] == 2 and perfect["n"] == 7
+    rev = within_groups([-v for v in mos], mos, groups)
+    assert rev["top_pick"] == 0.0 and rev["pairwise"] == 0.0 and rev["within_srcc"] == pytest.approx(-1.0)
+    # group a: prediction swaps the two best -> top pick misses, 5 of 6 pairs right;
+    # group b: ties the top two in the prediction -> the first of them (MOS 2) is picked, 2.5 of 3 pairs
+    pred = [1, 2, 4, 3, 0, 5, 5]
+    res = within_groups(pred, mos, groups)
+    assert res["top_pick"] == 0.0
+    assert res["pairwise"] == pytest.approx((5 / 6 + 2.5 / 3) / 2)
+
+
+def test_within_groups_ties_in_mos_nan_pairs_and_singletons():
+    from train.metrics import within_groups
+
+    # two images share the best MOS: picking either is a hit, chance is 2/3; the pair with equal
+    # MOS is not counted; a NaN prediction drops its image; a group of one image is skipped
+    res = within_groups([3, 2.5, 2, float("nan"), 7], [5, 5, 1, 4, 2], ["g", "g", "g", "g", "lonely"])
+    assert res["n_groups"] == 1 and res["n"] == 4
+    assert res["top_pick"] == 1.0 and res["chance"] == pytest.approx(2 / 3)
+    assert res["pairwise"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same length"):
+        within_groups([1, 2], [1, 2], ["a"])
+
+
+def test_within_groups_bootstrap_resamples_groups():
+    from train.metrics import within_groups
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 6)
+    mos = rng.uniform(0, 5, groups.size)
+    pred = mos + rng.normal(0, 1.0, groups.size)
+    a = within_groups(pred, mos, groups, bootstrap=200, seed=1)
+    b = within_groups(pred, mos, groups, bootstrap=200, seed=1)
+    assert a == b
+    for k in ("top_pick", "pairwise", "within_srcc", "top_pick_ratio"):
+        lo, hi = a[f"{k}_ci"]
+        assert lo <= a[k] <= hi and lo < hi
+    assert 0.5 < a["pairwise"] < 1.0 and a["top_pick"] > a["chance"]
+
+
+def test_roc_auc_counts_ties_half():
+    from train.metrics import roc_auc
+
+    assert roc_auc([3, 2, 1, 0], [True, True, False, False]) == 1.0
+    assert roc_auc([0, 1, 2, 3], [True, True, False, False]) == 0.0
+    assert roc_auc([1, 1, 1, 1], [True, False, True, False]) == 0.5
+    assert roc_auc([2, 1, 1, 0], [True, True, False, False]) == pytest.approx(7 / 8)
+    assert math.isnan(roc_auc([1, 2], [True, True]))

@@ -91,3 +91,46 @@ def test_per_branch_selection_combines_each_branch_from_its_best_epoch(tmp_path)
         assert torch.equal(v, source[k]), k
     # exporting did not change the model being trained
     assert all(torch.equal(v, states[2][k]) for k, v in task.model.state_dict().items())
+
+
+def test_frozen_backbone_features_are_computed_once_and_persist(tmp_path):
+    """A frozen branch runs its backbone once per image: predictions and the probe reuse the
+    features, a second task (another run) reads them from disk, and they equal a fresh pass."""
+    from train.data import Batch
+    from train.losses import LossConfig
+    from train.tasks import JointTask
+
+    rng = np.random.default_rng(0)
+    imgs = [torch.from_numpy(rng.integers(0, 255, (3, 64, 72), dtype=np.uint8)) for _ in range(3)]
+    batch = Batch(images=imgs, refs=None, mos=torch.zeros(3), mos_t=torch.zeros(3), mos_r=torch.zeros(3),
+                  keys=["s/a", "s/b", "s/c"], datasets=["s"] * 3)
+
+    def task():
+        torch.manual_seed(0)
+        t = JointTask(get_preset("tiny-test"), LossConfig())
+        t.parameter_groups(["rationality.backbone"])        # what train.freeze does
+        t.model.eval()
+        calls = {"technical": 0, "rationality": 0}
+        for name in calls:
+            branch = getattr(t.model, name)
+            branch.backbone.register_forward_hook(lambda *a, n=name: calls.__setitem__(n, calls[n] + 1))
+        return t, calls
+
+    first, calls = task()
+    first.attach_feature_store(tmp_path / "features", "images-key")
+    p1 = first.predict(batch)
+    p2 = first.predict(batch)
+    assert calls == {"technical": 2, "rationality": 1}       # the trainable branch runs every time
+    torch.testing.assert_close(p1["naturalness"], p2["naturalness"])
+    second, calls2 = task()
+    second.attach_feature_store(tmp_path / "features", "images-key")
+    torch.testing.assert_close(second.head_inputs(batch, "rationality"),
+                               first.head_inputs(batch, "rationality"))
+    assert calls2["rationality"] == 0                         # read from disk
+    fresh, calls3 = task()
+    fresh.attach_feature_store(tmp_path / "features", "other-images")   # other decoded images: recomputed
+    fresh.head_inputs(batch, "rationality")
+    assert calls3["rationality"] == 1
+    x = fresh.preprocessor.rationality(fresh.preprocessor.prepare(imgs))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.model.rationality(x).embedding, second.head_inputs(batch, "rationality"))

@@ -7,6 +7,7 @@
     python -m train recipes                      # list the bundled recipes
     python -m train export RUN --to DIR [--fp32] # ship a run's model with a generated model card
     python -m train plot RUN --to scatter.svg    # predicted-vs-MOS plots of a run's test set
+    python -m train crosseval --config RECIPE --models default,RUN/model [--anatomy DIR]   # every model on every set
 
 Several GPUs or machines: ``accelerate launch -m train fit --config ...`` (no code change).
 """
@@ -85,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--kinds", default="regressor", help="regressor (NR) and/or fr-regressor (FR)")
     b.add_argument("--init", default="timm", help="backbone init: timm, imagenet-package or none")
     _split_options(b)
+    x = sub.add_parser("crosseval", parents=[common],
+                       help="every model on the test part of every set of the recipe (and the anatomical-error set)")
+    x.add_argument("--models", required=True,
+                   help="comma-separated model folders or 'default' (the shipped model), the baseline first")
+    x.add_argument("--names", help="comma-separated row names for the models (default: from their paths)")
+    x.add_argument("--anatomy", help="the ai-human-images repository folder (anatomical-error check)")
+    x.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    x.add_argument("--batch-size", type=int, default=16)
+    x.add_argument("--device", default="cpu")
+    x.add_argument("--split", type=int, default=0)
     sub.add_parser("recipes", help="list the bundled recipes")
     e = sub.add_parser("export", help="ship a run's best model (weights, config, model card)")
     e.add_argument("run", help="a run folder (holds model/, metrics.json, recipe.yaml)")
@@ -93,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--notice", action="append", default=[], help="a licence notice file to copy beside the weights")
     e.add_argument("--licence", action="append", default=[], help="a licence line for the model card")
     e.add_argument("--trained-with", default="", help="the command that trained the run (for the model card)")
+    e.add_argument("--int8", action="append", default=[], metavar="REGEX",
+                   help="store the weights whose names match as int8 with per-row scales (large frozen weights "
+                        "that came from an int8 source), e.g. '^technical\\.backbone\\.blocks\\.'")
     pl = sub.add_parser("plot", help="predicted-vs-MOS scatter plots of a run's test predictions")
     pl.add_argument("run", help="a run folder (holds predictions.csv)")
     pl.add_argument("--to", required=True, help="output image; the suffix picks the format (.png, .svg, .pdf)")
@@ -133,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         from .export import export_run
 
         out = export_run(Path(args.run), Path(args.to), fp16=not args.fp32, notices=[Path(n) for n in args.notice],
-                         licences=args.licence, command=args.trained_with)
+                         licences=args.licence, command=args.trained_with, int8=args.int8)
         print(f"exported {args.run} -> {out}")
         return 0
     if args.command == "plot":
@@ -162,6 +176,16 @@ def _run(args: argparse.Namespace) -> int:
         # "w/o localization" variant still overrides this back to "none"
         recipe = recipe_from_dict(deep_merge(recipe.to_dict(), {"model": {"config": {"preprocess": {
             "technical": {"localizer": "pal4vst"}}}}}))
+    if args.command == "crosseval":
+        from .crosseval import crosseval
+
+        out = Path(args.out) if args.out else Path("runs") / "crosseval"
+        crosseval(recipe, [m.strip() for m in args.models.split(",") if m.strip()], out, anatomy=args.anatomy,
+                  split=args.split, bootstrap=args.bootstrap, batch_size=args.batch_size, device=args.device,
+                  labels=[n.strip() for n in args.names.split(",")] if args.names else None,
+                  progress=not args.no_progress)
+        print(f"results in {out}/crosseval.md")
+        return 0
     if args.command == "fit":
         if args.split and not args.out:
             base = base / f"split-{args.split}"

@@ -101,7 +101,7 @@ def make_split(data_spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> 
     args = dict(data_spec.split)
     kind = args.pop("kind", "random")
     args.setdefault("seed", seed)
-    if kind != "file" and not ds.distinct_content and not args.get("group_rule") \
+    if kind not in ("file", "train") and not ds.distinct_content and not args.get("group_rule") \
             and all(smp.group is None for smp in ds.samples):
         warnings.warn(f"data {data_spec.name}: no content groups (a group column or group_rule), so every image "
                       "is its own group: images of one content can land in both train and test. Set "
@@ -119,6 +119,10 @@ def make_split(data_spec: DataSpec, ds: RatedDataset, index: int, seed: int) -> 
             return holdout_split(ds, **args)
         if kind == "file":
             return Split.load(args["path"])
+        if kind == "train":   # a set that only trains (e.g. synthetic anchors): no val, no test
+            if args.keys() - {"seed"}:
+                raise TypeError(f"split kind 'train' takes no options, got {sorted(args.keys() - {'seed'})}")
+            return Split(train=ds.names(), val=[], test=[], seed=int(args["seed"]), index=0)
     except TypeError as e:
         raise RecipeError(f"data {data_spec.name}: split options {data_spec.split}: {e}") from None
     raise RecipeError(f"data {data_spec.name}: unknown split kind {kind!r}")

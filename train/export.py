@@ -27,6 +27,7 @@ CARD_TEMPLATE = """# {name}
   ({rat_input}), each followed by {heads}.
   `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality {b_sign} {b_abs:.4f}`.
   {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
+- **Default ranking.** {ranking}
 - **Scale.** Higher is better. {scale}
 - **Training data.** {data}
 - **How it was trained.** `{command}`. Recipe `{recipe}`, seed {seed}. Best
@@ -65,6 +66,11 @@ DATA_LIMITS = {
              "not from AI-generated images. Generation artifacts reach it only through the fusion.",
     "agin": "It learned from AGIN (AI-generated images of 2023-era generators); newer generators may be "
             "out of distribution.",
+    "agiqa3k": "The technical branch learned AI-generated image quality from AGIQA-3K: 2,982 images of 300 "
+               "prompts by 2022-2023 generators (AttnGAN, GLIDE, DALL-E 2, Midjourney, Stable Diffusion 1.5, "
+               "SDXL) at 512x512. Newer generators and other resolutions may be out of distribution.",
+    "degenerate": "Synthetic broken frames (black, flat, noise, blocks, blur, stripes) were added at the bottom "
+                  "of the technical scale, so failed generations score low; they are not human ratings.",
 }
 
 
@@ -86,7 +92,10 @@ def metrics_table(test: Dict[str, Dict[str, Dict]]) -> str:
 
 
 def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Path] = (),
-               licences: Optional[List[str]] = None, command: str = "") -> Path:
+               licences: Optional[List[str]] = None, command: str = "", int8: Sequence[str] = ()) -> Path:
+    """Ship ``run_dir``'s model into ``to`` (written aside, then swapped in): weights in fp16
+    (or fp32), the weights matching an ``int8`` regular expression as int8 with per-row scales
+    (:func:`joint_core.checkpoint.save_model`), licence notices copied beside them, a model card."""
     run_dir, to = Path(run_dir), Path(to)
     for need in (run_dir / "model", run_dir / "metrics.json", run_dir / "recipe.yaml", *map(Path, notices)):
         if not need.exists():
@@ -99,7 +108,7 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
     final, to = to, to.with_name(to.name + ".export-tmp")  # written aside, then swapped in
     if to.exists():
         shutil.rmtree(to)
-    save_model(model, to, dtype=torch.float16 if fp16 else None)
+    save_model(model, to, dtype=torch.float16 if fp16 else None, int8=int8)
     for notice in notices:
         shutil.copyfile(notice, to / Path(notice).name)
     cfg = model.config
@@ -118,7 +127,10 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         tech_input=_describe_tech(cfg), rat_input=_describe_rat(cfg),
         w_t=cfg.fusion.technical_weight, w_r=cfg.fusion.rationality_weight,
         b_sign="-" if cfg.fusion.bias < 0 else "+", b_abs=abs(cfg.fusion.bias),
-        params=model.num_parameters(), size_mb=size / 2**20, dtype="fp16 weights" if fp16 else "fp32 weights",
+        params=model.num_parameters(), size_mb=size / 2**20,
+        dtype=("fp16 weights" if fp16 else "fp32 weights") + (
+            "; the large frozen weights (" + ", ".join(f"`{p}`" for p in int8) + ") as int8 with a float32 "
+            "scale per output row, turned back into float32 when the model is loaded" if int8 else ""),
         data=data, command=command or f"python -m train fit --config {_recipe_ref(recipe)}",
         recipe=_recipe_ref(recipe, path=True),
         seed=recipe.get("seed", 0), best_epoch=_describe_epoch(metrics.get("best_epoch")),
@@ -126,12 +138,25 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         heads=_describe_heads(cfg), scale=_describe_scale(recipe), data_limits=_data_limits(recipe),
         bootstrap=recipe.get("train", {}).get("bootstrap", 1000),
         licences="\n".join(f"- {line}" for line in (licences or [])) or "- see the training data sets' terms",
+        ranking=_describe_ranking(cfg.ranking),
     )
     (to / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     to.rename(final)
     return final
+
+
+def _describe_ranking(ranking) -> str:
+    """What every face ranks by when the user names no axis (``JointConfig.ranking``)."""
+    from joint_core.result import describe_by
+
+    if isinstance(ranking, str):
+        return f"Images are ranked by `{ranking}` when no axis is named (CLI, ComfyUI, diffusers hook)."
+    total = sum(ranking.values())
+    mix = " + ".join(f"{w / total:.3g} * {axis}" for axis, w in ranking.items() if w)
+    return (f"Images are ranked by the mix `{describe_by(ranking)}`, i.e. `{mix}`, when no axis is named "
+            "(CLI, ComfyUI Best-of-N, diffusers hook).")
 
 
 def _describe_epoch(best) -> str:
@@ -166,7 +191,8 @@ def _data_limits(recipe: dict) -> str:
 
 def _describe_heads(cfg) -> str:
     inputs = {"stages": "multi-level feature statistics", "pooled": "the pooled features",
-              "logits": "the ImageNet logits"}
+              "logits": "the ImageNet logits",
+              "tokens": "token statistics (per block: class token, patch-token mean and std)"}
     kinds = sorted({(b.head_input, b.head_activation) for b in (cfg.technical, cfg.rationality)})
     return " / ".join(("a linear head" if act == "none" else "a two-layer head") + f" on {inputs.get(inp, inp)}"
                       for inp, act in kinds)
@@ -187,7 +213,9 @@ def _describe_tech(cfg) -> str:
     if t.sampling == "fragments":
         return (f"{t.grid}x{t.grid} native-resolution fragments of {t.fragment} px"
                 + (", patch partition" if t.partition else ""))
-    return f"{t.size} px resize cut into {t.grid}x{t.grid} patches" + (", patch partition" if t.partition else "")
+    if not t.partition:
+        return f"the whole image resized to {t.size}x{t.size} px"
+    return f"{t.size} px resize cut into {t.grid}x{t.grid} patches, patch partition"
 
 
 def _describe_rat(cfg) -> str:

@@ -96,17 +96,22 @@ def evaluate_items(preds: Dict[str, np.ndarray], items: Sequence[Item], bootstra
     return result
 
 
-def fit_fusion(task: JointTask, data: TrainingData, dataset: str, batch_size: int) -> Dict[str, float]:
-    """Least-squares ``N = w_T*T + w_R*R + b`` on the training part of ``dataset``; stored in the
+def fit_fusion(task: JointTask, data: TrainingData, dataset, batch_size: int) -> Dict[str, float]:
+    """Least-squares ``N = w_T*T + w_R*R + b`` on the training part of ``dataset`` (a name, or a
+    list of names: then each set weighs the same in the fit, whatever its size); stored in the
     model's config so the exported checkpoint carries it."""
-    items = [it for it in data.items("train") if it.dataset == dataset]
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    items = [it for it in data.items("train") if it.dataset in names]
     preds = predict_items(task, items, data, batch_size)
     y = np.asarray(labels_of(items)["mos"])
     ok = ~np.isnan(y)
-    if ok.sum() < 3:
-        raise ValueError(f"fit_fusion: data set {dataset!r} has no overall MOS in its training part")
+    for name in names:
+        if not any(ok[i] for i, it in enumerate(items) if it.dataset == name):
+            raise ValueError(f"fit_fusion: data set {name!r} has no overall MOS in its training part")
+    sets = np.asarray([it.dataset for it in items])[ok]
+    weight = np.sqrt(np.asarray([1.0 / np.sum(sets == d) for d in sets]))
     X = np.stack([preds["technical"][ok], preds["rationality"][ok], np.ones(int(ok.sum()))], 1)
-    (w_t, w_r, b), *_ = np.linalg.lstsq(X, y[ok], rcond=None)
+    (w_t, w_r, b), *_ = np.linalg.lstsq(X * weight[:, None], y[ok] * weight, rcond=None)
     f = task.model.config.fusion
     f.technical_weight, f.rationality_weight, f.bias = float(w_t), float(w_r), float(b)
     return {"technical_weight": f.technical_weight, "rationality_weight": f.rationality_weight, "bias": f.bias}

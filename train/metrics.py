@@ -312,3 +312,108 @@ def paper_table(rows: Dict[str, Dict[str, Dict[str, Any]]], axes: Sequence[str] 
             cells += [_cell(res.get(m)) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# best-of-N: agreement within groups (e.g. the images generated for one prompt)
+# --------------------------------------------------------------------------------------------
+
+_GROUP_METRICS = ("top_pick", "chance", "pairwise", "within_srcc")
+
+
+def _group_stats(p: np.ndarray, m: np.ndarray) -> Tuple[float, float, float, float]:
+    """``(top-pick hit, chance of a random pick, pairwise ordering accuracy, SRCC)`` of one group.
+
+    The top pick is the first image with the highest prediction; it is a hit when its MOS is
+    the group's highest (any of several tied best images counts), and chance is the share of
+    best images. Pairwise accuracy is over the pairs whose MOS differ, a tie in the prediction
+    counting half. SRCC is NaN when either side is constant.
+    """
+    from scipy import stats
+
+    best = m == m.max()
+    hit = float(best[int(np.argmax(p))])
+    chance = float(best.mean())
+    dm = np.sign(m[:, None] - m[None, :])
+    dp = np.sign(p[:, None] - p[None, :])
+    mask = np.triu(dm != 0, 1)
+    pairs = int(mask.sum())
+    pairwise = float(((dm * dp)[mask] > 0).sum() + 0.5 * (dp[mask] == 0).sum()) / pairs if pairs else math.nan
+    within = math.nan if _degenerate(p, m, n_min=2) else _quiet(stats.spearmanr, p, m)
+    return hit, chance, pairwise, within
+
+
+def within_groups(pred: Any, mos: Any, groups: Sequence[Any], bootstrap: int = 0, seed: int = 0,
+                  ci: float = 0.95) -> Dict[str, Any]:
+    """How well ``pred`` picks and orders the images *within* each group, the best-of-N use.
+
+    For every group of at least 2 images (pairs with a NaN or infinite value dropped first):
+    ``top_pick``, the share of groups whose highest-predicted image is (one of) the best by MOS;
+    ``chance``, the share a random pick would reach (mean of ``#best / N``, about ``1/N``);
+    ``top_pick_ratio = top_pick / chance``; ``pairwise``, the mean over groups of the share of
+    image pairs (with different MOS) that the prediction orders like the MOS; ``within_srcc``,
+    the mean within-group SRCC (groups where it is defined). ``n_groups`` and ``n`` count what
+    was used. With ``bootstrap > 0``, ``<metric>_ci`` are percentile intervals over resamples of
+    whole groups (``numpy.random.default_rng(seed)``).
+    """
+    p_all, m_all = _array(pred, "pred"), _array(mos, "mos")
+    g_all = np.asarray(list(groups), dtype=object)
+    if not (p_all.shape == m_all.shape == g_all.shape):
+        raise ValueError(f"pred, mos and groups must have the same length, got {p_all.size}, {m_all.size}, "
+                         f"{g_all.size}")
+    keep = np.isfinite(p_all) & np.isfinite(m_all)
+    p_all, m_all, g_all = p_all[keep], m_all[keep], g_all[keep]
+    rows = []
+    for g in dict.fromkeys(g_all.tolist()):
+        sel = g_all == g
+        if sel.sum() >= 2:
+            rows.append(_group_stats(p_all[sel], m_all[sel]))
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, len(_GROUP_METRICS))
+
+    def summarise(t: np.ndarray) -> Dict[str, float]:
+        if t.shape[0] == 0:
+            return {k: math.nan for k in _GROUP_METRICS} | {"top_pick_ratio": math.nan}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # an all-NaN column
+            out = {k: float(np.nanmean(t[:, i])) for i, k in enumerate(_GROUP_METRICS)}
+        out["top_pick_ratio"] = out["top_pick"] / out["chance"] if out["chance"] > 0 else math.nan
+        return out
+
+    out: Dict[str, Any] = {"n": int(sum(1 for _ in p_all)), "n_groups": int(table.shape[0])}
+    out.update(summarise(table))
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        keys = list(_GROUP_METRICS) + ["top_pick_ratio"]
+        samples = {k: np.full(int(bootstrap), np.nan) for k in keys}
+        if table.shape[0]:
+            for b in range(int(bootstrap)):
+                res = summarise(table[rng.integers(0, table.shape[0], size=table.shape[0])])
+                for k in keys:
+                    samples[k][b] = res[k]
+        lo_q, hi_q = 50 * (1 - float(ci)), 50 * (1 + float(ci))
+        for k, v in samples.items():
+            v = v[np.isfinite(v)]
+            out[f"{k}_ci"] = [float(np.percentile(v, lo_q)), float(np.percentile(v, hi_q))] if v.size \
+                else [math.nan, math.nan]
+        out["bootstrap"] = int(bootstrap)
+        out["ci"] = float(ci)
+    return out
+
+
+def roc_auc(score: Any, positive: Any) -> float:
+    """Area under the ROC curve of ``score`` separating ``positive`` (bool) from the rest: the
+    probability that a random positive scores higher than a random negative (ties count half).
+    NaN when either class is empty."""
+    s = _array(score, "score")
+    y = np.asarray(positive, dtype=bool).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"score has {s.size} values but positive has {y.size}")
+    keep = np.isfinite(s)
+    s, y = s[keep], y[keep]
+    pos, neg = s[y], s[~y]
+    if pos.size == 0 or neg.size == 0:
+        return math.nan
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[:pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))

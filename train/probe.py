@@ -40,13 +40,10 @@ def branch_embeddings(task, items: Sequence[Item], data: TrainingData, branch: s
     """The head input of ``branch`` for every item (scoring-time preprocessing, eval mode)."""
     model = task.model
     model.eval()
-    pre = task.preprocessor
     module = getattr(model, branch)
     out: List[np.ndarray] = []
     for batch in loader(items, data.cache, batch_size, shuffle=False, seed=0):
-        imgs = pre.prepare(batch.images)
-        x = pre.technical(imgs) if branch == "technical" else pre.rationality(imgs)
-        out.append(module(x).embedding.double().cpu().numpy())
+        out.append(task.head_inputs(batch, branch).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, module.feature_dim))
 
 
@@ -100,6 +97,9 @@ def linear_probe(task, data: TrainingData, objective: str, batch_size: int,
     """Fit every branch's normalisation and head on its training labels (see module docstring)."""
     from joint_core.model import Standardize
 
+    if hasattr(task, "attach_feature_store"):
+        # frozen backbones' features persist beside the decoded-image cache (reused by later runs)
+        task.attach_feature_store(data.cache.folder.parent / "features", data.cache.folder.name)
     report: Dict[str, Dict[str, float]] = {}
     for branch in ("technical", "rationality"):
         label = branch_label(branch, objective)

