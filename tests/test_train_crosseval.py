@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from train.__main__ import main as train_main
-from train.crosseval import _jsonable, crosseval, eval_sets
+from train.crosseval import crosseval, eval_sets
+from train.report import jsonable
 from train.recipe import recipe_from_dict
 from train.synthetic import GROUP_RULE, make_synthetic_set
 
@@ -62,7 +63,7 @@ def test_crosseval_scores_every_model_on_every_set_once(setup, tiny_model_dir, m
         assert a["n_no_error"] == 2 and 0 <= a["auc_no_error"] <= 1
     # the same model twice: identical numbers; the default ranking is its naturalness
     def plain(r, m="first"):      # NaN -> null: a NaN (e.g. an undefined interval) never equals itself
-        return json.loads(json.dumps(_jsonable(r["models"][m]["sets"])))
+        return json.loads(json.dumps(jsonable(r["models"][m]["sets"])))
 
     assert plain(res, "first") == plain(res, "second")
     assert res["models"]["first"]["sets"]["synth"]["ranking"]["pooled"]["srcc"] == \
