@@ -270,10 +270,11 @@ def test_export_ships_fp16_weights_and_a_model_card(fitted, tmp_path):
     notice = tmp_path / "NOTICE.txt"
     notice.write_text("keep me")
     code = train_main(["export", str(res.out_dir), "--to", str(tmp_path / "shipped"), "--notice", str(notice),
-                       "--licence", "synthetic data: no restrictions"])
+                       "--notice", f"SYNTH-NOTICE.txt={notice}", "--licence", "synthetic data: no restrictions"])
     assert code == 0
     shipped = tmp_path / "shipped"
     assert (shipped / "NOTICE.txt").read_text() == "keep me"
+    assert (shipped / "SYNTH-NOTICE.txt").read_text() == "keep me"    # NAME=PATH names the copy
     weights = load_file(str(shipped / "model.safetensors"))
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
     card = (shipped / "MODEL_CARD.md").read_text()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -91,13 +91,17 @@ def metrics_table(test: Dict[str, Dict[str, Dict]]) -> str:
     return "\n".join(rows)
 
 
-def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Path] = (),
+def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Union[Path, str]] = (),
                licences: Optional[List[str]] = None, command: str = "", int8: Sequence[str] = ()) -> Path:
     """Ship ``run_dir``'s model into ``to`` (written aside, then swapped in): weights in fp16
     (or fp32), the weights matching an ``int8`` regular expression as int8 with per-row scales
-    (:func:`joint_core.checkpoint.save_model`), licence notices copied beside them, a model card."""
+    (:func:`joint_core.checkpoint.save_model`), licence notices copied beside them, a model card.
+
+    ``notices``: files copied beside the weights under their own name, or ``NAME=PATH`` to name
+    the copy (a data set's notice is often a ``README.txt`` that says nothing beside weights)."""
     run_dir, to = Path(run_dir), Path(to)
-    for need in (run_dir / "model", run_dir / "metrics.json", run_dir / "recipe.yaml", *map(Path, notices)):
+    copies = [_notice_copy(n) for n in notices]
+    for need in (run_dir / "model", run_dir / "metrics.json", run_dir / "recipe.yaml", *(src for _, src in copies)):
         if not need.exists():
             raise FileNotFoundError(f"export: {need} does not exist (is {run_dir} a finished run?)")
     if to.exists() and (not to.is_dir() or (any(to.iterdir()) and not (to / CONFIG_NAME).is_file())):
@@ -109,8 +113,8 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
     if to.exists():
         shutil.rmtree(to)
     save_model(model, to, dtype=torch.float16 if fp16 else None, int8=int8)
-    for notice in notices:
-        shutil.copyfile(notice, to / Path(notice).name)
+    for name, src in copies:
+        shutil.copyfile(src, to / name)
     cfg = model.config
     size = sum(p.stat().st_size for p in to.iterdir())
     data = "; ".join(
@@ -145,6 +149,15 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Pat
         shutil.rmtree(final)
     to.rename(final)
     return final
+
+
+def _notice_copy(notice: Union[Path, str]) -> Tuple[str, Path]:
+    """``(name of the copy, source)`` of a ``--notice`` (``PATH`` or ``NAME=PATH``)."""
+    text = str(notice)
+    name, sep, src = text.partition("=")
+    if sep and name and "/" not in name and "\\" not in name and not Path(text).exists():
+        return name, Path(src)
+    return Path(text).name, Path(text)
 
 
 def _describe_ranking(ranking) -> str:
