@@ -14,19 +14,9 @@ from typing import Any, Dict, List, Optional
 
 from ..result import AXES
 from ..stream.sinks import FORMATS
-from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, load_scorer, positive_int, show
+from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, load_scorer, non_negative_int, positive_int, show
 
 EXIT_INTERRUPTED = 130
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
 
 
 def register(sub) -> argparse.ArgumentParser:
