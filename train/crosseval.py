@@ -22,14 +22,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import metrics as M
-from .data import make_split
+from .data import load_data, make_split
 from .datasets import RatedDataset, load_dataset
 from .recipe import Recipe, RecipeError
 from .report import jsonable
@@ -66,9 +66,7 @@ def eval_sets(recipe: Recipe, split: int = 0, anatomy: Optional[str] = None) -> 
     training), plus the anatomical-error set when ``anatomy`` names its folder."""
     out: List[EvalSet] = []
     for data_spec in recipe.data:
-        ds = load_dataset(data_spec.kind, **data_spec.args)   # all labels: the set's own rating is the target
-        if data_spec.rescale is not None:
-            ds = ds.rescaled(tuple(data_spec.rescale))
+        ds = load_data(replace(data_spec, drop_labels=[]))   # all labels: the set's own rating is the target
         sp = make_split(data_spec, ds, split, recipe.seed)
         if not sp.test:
             continue
