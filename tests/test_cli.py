@@ -98,7 +98,7 @@ def test_convert_refuses_to_overwrite(tmp_path, capsys):
     out.mkdir()
     (out / "something").write_text("x")
     assert main(["convert", str(tmp_path / "a.pth"), str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_console_script_entry_point(folder, tiny_model_dir):

@@ -285,10 +285,17 @@ def test_export_ships_fp16_weights_and_a_model_card(fitted, tmp_path):
     a = NaturalnessScorer.from_pretrained(res.out_dir / "model", device="cpu").score(x)
     b = NaturalnessScorer.from_pretrained(shipped, device="cpu").score(x)
     torch.testing.assert_close(b.naturalness, a.naturalness, atol=2e-2, rtol=1e-2)  # fp16 rounding only
-    # exporting again replaces the model folder; a folder that is not a model is never deleted
+    # exporting again replaces the model folder only with --overwrite; a folder that is not a
+    # model, or that holds the run being exported, is never deleted
     (shipped / "stale.txt").write_text("old")
-    assert train_main(["export", str(res.out_dir), "--to", str(shipped)]) == 0
+    assert train_main(["export", str(res.out_dir), "--to", str(shipped)]) == 2
+    assert (shipped / "stale.txt").exists() and (shipped / "NOTICE.txt").exists()
+    assert train_main(["export", str(res.out_dir), "--to", str(shipped), "--overwrite"]) == 0
     assert not (shipped / "stale.txt").exists() and not (shipped / "NOTICE.txt").exists()
+    for inside in (res.out_dir / "model", res.out_dir, res.out_dir.parent):
+        before = sorted(p.name for p in inside.iterdir())
+        assert train_main(["export", str(res.out_dir), "--to", str(inside), "--overwrite"]) == 2
+        assert sorted(p.name for p in inside.iterdir()) == before
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="a run folder (holds model/, metrics.json, recipe.yaml)")
     e.add_argument("--to", required=True, help="output model folder, e.g. joint_core/weights/default")
     e.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16, half the size)")
+    e.add_argument("--overwrite", action="store_true", help="replace the model folder --to already holds")
     e.add_argument("--notice", action="append", default=[], metavar="[NAME=]PATH",
                    help="a licence notice file to copy beside the weights (as NAME when given)")
     e.add_argument("--licence", action="append", default=[], help="a licence line for the model card")
@@ -148,7 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         from .export import export_run
 
         out = export_run(Path(args.run), Path(args.to), fp16=not args.fp32, notices=args.notice,
-                         licences=args.licence, command=args.trained_with, int8=args.int8)
+                         licences=args.licence, command=args.trained_with, int8=args.int8,
+                         overwrite=args.overwrite)
         print(f"exported {args.run} -> {out}")
         return 0
     if args.command == "plot":

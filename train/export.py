@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from joint_core.checkpoint import CONFIG_NAME, MODEL_CARD_NAME, load_model, save_model
+from joint_core.outputs import input_conflict
 
 CARD_TEMPLATE = """# {name}
 
@@ -92,20 +93,36 @@ def metrics_table(test: Dict[str, Dict[str, Dict]]) -> str:
 
 
 def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Union[Path, str]] = (),
-               licences: Optional[List[str]] = None, command: str = "", int8: Sequence[str] = ()) -> Path:
+               licences: Optional[List[str]] = None, command: str = "", int8: Sequence[str] = (),
+               overwrite: bool = False) -> Path:
     """Ship ``run_dir``'s model into ``to`` (written aside, then swapped in): weights in fp16
     (or fp32), the weights matching an ``int8`` regular expression as int8 with per-row scales
     (:func:`joint_core.checkpoint.save_model`), licence notices copied beside them, a model card.
 
     ``notices``: files copied beside the weights under their own name, or ``NAME=PATH`` to name
-    the copy (a data set's notice is often a ``README.txt`` that says nothing beside weights)."""
+    the copy (a data set's notice is often a ``README.txt`` that says nothing beside weights).
+
+    ``to`` may not be or hold what the export reads (the run, the notices); an existing model
+    folder is replaced only with ``overwrite``, and only if it holds nothing but a model's files
+    (config, weights, ``.md`` and ``.txt`` files): a folder with anything else is never removed."""
     run_dir, to = Path(run_dir), Path(to)
+    problem = input_conflict(to, [run_dir, *(src for _, src in (_notice_copy(n) for n in notices))], what="--to")
+    if problem:
+        raise FileExistsError(f"export: {problem}")
     copies = [_notice_copy(n) for n in notices]
     for need in (run_dir / "model", run_dir / "metrics.json", run_dir / "recipe.yaml", *(src for _, src in copies)):
         if not need.exists():
             raise FileNotFoundError(f"export: {need} does not exist (is {run_dir} a finished run?)")
     if to.exists() and (not to.is_dir() or (any(to.iterdir()) and not (to / CONFIG_NAME).is_file())):
         raise FileExistsError(f"export: {to} exists and is not a model folder; refusing to replace it")
+    if to.is_dir() and any(to.iterdir()):
+        others = [p.name for p in to.iterdir() if p.is_dir() or p.suffix.lower() not in (".json", ".safetensors",
+                                                                                          ".md", ".txt")]
+        if others:
+            raise FileExistsError(f"export: {to} holds files that are not a model's ({others[0]}, ...); "
+                                  "refusing to replace it")
+        if not overwrite:
+            raise FileExistsError(f"export: {to} already holds a model; pass --overwrite to replace it")
     model = load_model(run_dir / "model")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     recipe = _read_yaml(run_dir / "recipe.yaml")
@@ -145,9 +162,14 @@ def export_run(run_dir: Path, to: Path, fp16: bool = True, notices: Sequence[Uni
         ranking=_describe_ranking(cfg.ranking),
     )
     (to / MODEL_CARD_NAME).write_text(card, encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
+    old = final.with_name(final.name + ".export-old")
+    if final.exists():   # swapped: the old model goes only once the new one is in place
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
     to.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
     return final
 
 

@@ -17,14 +17,22 @@ def register(sub) -> argparse.ArgumentParser:
                                               "used automatically by `joint score`)")
     c.add_argument("--calibration", metavar="NPY", help="also store the logistic of JOINT_2024.npy "
                                                        "(the authors' script does not apply it)")
-    c.add_argument("--force", action="store_true", help="overwrite an existing model folder")
+    c.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                   help="replace the model in an existing model folder")
     return c
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..outputs import input_conflict, parent_problem
+
     out = Path(args.out_dir) if args.out_dir else default_model_dir()
-    if out.exists() and any(out.iterdir()) and not args.force:
-        print(f"joint: error: {out} exists and is not empty (use --force to overwrite)", file=sys.stderr)
+    problem = input_conflict(out, [args.src, args.calibration], what="the output folder") or parent_problem(out)
+    if problem is None and (out.exists() or out.is_symlink()) and not out.is_dir():
+        problem = f"{out}: is a file, not a folder"
+    elif problem is None and out.is_dir() and any(out.iterdir()) and not args.force:
+        problem = f"{out} exists and is not empty (pass --overwrite to replace the model in it)"
+    if problem:
+        print(f"joint: error: {problem}", file=sys.stderr)
         return EXIT_ERROR
     if args.force and out.is_dir():  # no stale card or notice from an earlier model may survive
         for name in (CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME):

@@ -68,13 +68,18 @@ def register(sub) -> argparse.ArgumentParser:
     f.add_argument("--root", help="the folder whose layout DEST mirrors (default: the deepest folder holding "
                                   "every source)")
     f.add_argument("--null", "-0", action="store_true", help="--mode list: separate paths by NUL bytes")
+    f.add_argument("--overwrite", action="store_true", help="--mode list: replace an existing --to file "
+                                                           "(never the score file or its job record)")
     f.add_argument("--dry-run", "-n", action="store_true", help="say what would be done, do nothing")
     f.add_argument("--quiet", "-q", action="store_true", help="only errors")
     return f
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..outputs import existing_output, input_conflict
     from ..stream import InputError, OutputError, read_meta, read_rows, result_from_rows
+    from ..stream.job import id_kinds
+    from ..stream.sinks import meta_path, read_paths
 
     def fail(msg: str) -> int:
         print(f"joint: error: {show(msg, sys.stderr)}", file=sys.stderr)
@@ -84,12 +89,29 @@ def run(args: argparse.Namespace) -> int:
         return fail("say what passes: --min AXIS=VALUE, --top-percent P and/or --top K")
     if args.mode != "list" and not args.to:
         return fail(f"--mode {args.mode} needs --to DEST (a folder)")
+    if args.to:
+        problem = input_conflict(args.to, read_paths(args.scores), what="--to")
+        if problem is None and args.mode == "list":
+            problem = existing_output(args.to, args.overwrite, what="--to")
+        elif problem is None and (Path(args.to).exists() or Path(args.to).is_symlink()) \
+                and not Path(args.to).is_dir():
+            problem = f"--to {args.to}: is a file; --mode {args.mode} puts images into a folder"
+        if problem:
+            return fail(problem)
     extra = (args.group_column,) if args.group_column else ()
     try:
         meta = read_meta(args.scores)
         rows = list(read_rows(args.scores, extra=extra))
     except (OutputError, InputError) as e:
         return fail(str(e))
+    ids = id_kinds(meta)
+    if args.mode != "list" and ids in ("keys", "mixed"):
+        what = "all" if ids == "keys" else "some"
+        return fail(f"{args.scores}: {what} of its ids name WebDataset tar members or table rows, not files "
+                    f"(its job record {meta_path(args.scores)} says so), so they are never looked up on this "
+                    "disk, where the same name may be another file; --mode list writes the ids that pass"
+                    + ("; score the files and the tars/tables into separate score files to copy the files"
+                       if ids == "mixed" else ""))
     default_by = ((meta or {}).get("model") or {}).get("ranking") or "naturalness"
     result = result_from_rows(rows, default_by)
     labels = None
@@ -117,6 +139,8 @@ def _meet(a: Optional[Set[int]], b: List[int]) -> Set[int]:
 
 def _list(sources: List[str], args: argparse.Namespace) -> int:
     """Paths as bytes, one a line (or NUL-separated): what `joint score --files-from` reads back."""
+    from ..outputs import publish
+
     sep = b"\0" if args.null else b"\n"
     data = b"".join(os.fsencode(s) + sep for s in sources)
     if args.dry_run:
@@ -126,10 +150,12 @@ def _list(sources: List[str], args: argparse.Namespace) -> int:
         tmp = Path(args.to).with_name(f".{Path(args.to).name}.tmp-{os.getpid()}")
         try:
             tmp.write_bytes(data)
-            os.replace(tmp, args.to)
+            publish(tmp, args.to, args.overwrite)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            print(f"joint: error: {show(args.to, sys.stderr)}: cannot write ({e.strerror or e})", file=sys.stderr)
+            why = "appeared meanwhile; not replaced" if isinstance(e, FileExistsError) else \
+                f"cannot write ({e.strerror or e})"
+            print(f"joint: error: {show(args.to, sys.stderr)}: {why}", file=sys.stderr)
             return EXIT_ERROR
         if not args.quiet:
             print(f"listed {len(sources)} images in {show(args.to)}", file=sys.stderr)

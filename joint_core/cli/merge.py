@@ -35,7 +35,8 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..stream import InputError, OutputError, read_meta, read_rows, write_rows
     from ..stream.job import write_meta
-    from ..stream.sinks import has_rows, out_format
+    from ..outputs import input_conflict
+    from ..stream.sinks import existing_score_file, out_format, read_paths
     from ..stream.sources import KeySetHash
 
     def err(msg: str) -> None:
@@ -48,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as e:
         err(f"error: {e}")
         return EXIT_ERROR
-    if has_rows(args.out) and not args.overwrite:
-        err(f"error: {args.out}: already exists (pass --overwrite to replace it)")
+    problem = (input_conflict(args.out, [q for p in args.parts for q in read_paths(p)])
+               or existing_score_file(args.out, args.overwrite))
+    if problem:
+        err(f"error: {problem}")
         return EXIT_ERROR
 
     metas: List[Optional[Dict[str, Any]]] = []
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 total.count += h.count
             first = metas[0]
             write_meta(args.out, {**first, "shard": None, "finished": not problems, "rows": n,
-                                  "expected": first.get("inputs", {}).get("count"),
+                                  "expected": (first.get("inputs") or {}).get("count"),
                                   "expected_keys": total.hexdigest(), "merged_from": list(args.parts)})
     except (OutputError, InputError) as e:
         err(f"error: {e}")
@@ -139,7 +142,7 @@ def _check_job(parts: List[str], metas: List[Optional[Dict[str, Any]]]) -> List[
     out: List[str] = []
     first_p, first = known[0]
     for p, m in known[1:]:
-        if m.get("inputs", {}).get("sha256") != first.get("inputs", {}).get("sha256"):
+        if (m.get("inputs") or {}).get("sha256") != (first.get("inputs") or {}).get("sha256"):
             out.append(f"{p} and {first_p} were run on different inputs: they are not parts of one job")
         if (m.get("model") or {}).get("sha256") != (first.get("model") or {}).get("sha256"):
             out.append(f"{p} and {first_p} were scored with different models")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 from .common import EXIT_ERROR, EXIT_OK, positive_int, show
 
@@ -26,6 +26,8 @@ def register(sub) -> argparse.ArgumentParser:
                    help="thumbnails' long side in pixels (default 160, about 5 KB each)")
     r.add_argument("--page-size", type=positive_int, default=100, metavar="N", help="images per page (default 100)")
     r.add_argument("--title", help="the page's title")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out (a report made from "
+                                                           "the same SCORES is replaced without it)")
     r.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     return r
 
@@ -49,15 +51,21 @@ def progress_bar():
     return progress
 
 
-def check_report_path(path: str) -> Optional[str]:
-    """Why the report cannot be written to ``path`` (a folder, a folder that cannot be made or
-    written), checked before any scoring; None when it can."""
+def check_report_path(path: str, scores: Optional[str], overwrite: bool,
+                      inputs: Sequence[str] = ()) -> Optional[str]:
+    """Why the report cannot be written to ``path`` (one of the inputs, an existing file it may
+    not replace, a folder, a folder that cannot be made or written), checked before any scoring;
+    None when it can. ``scores``: the scores file it will be made from (None: rows in memory)."""
     import tempfile
     from pathlib import Path
 
+    from ..outputs import input_conflict
+    from ..report import _replaceable
+
     p = Path(path)
-    if p.is_dir():
-        return f"--report {path}: is a folder"
+    problem = input_conflict(path, inputs, what="--report") or _replaceable(p, scores, overwrite)
+    if problem:
+        return problem
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".check"):
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = write_html_report(args.scores, args.out, group_by=group_by, root=args.root,
                                     thumb_size=args.thumb_size, title=args.title, page_size=args.page_size,
-                                    progress=progress)
+                                    progress=progress, overwrite=args.overwrite)
     except ReportError as e:
         print(f"joint: error: {show(e, sys.stderr)}", file=sys.stderr)
         return EXIT_ERROR
