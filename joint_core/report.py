@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+from .outputs import existing_output, input_conflict, publish
 from .result import AXES
+from .stream.sinks import TEXT_FIELDS, csv_uncell
 from .stats import MeanInterval, bootstrap_mean, histogram
 
 SCORE_FORMATS = (".csv", ".jsonl", ".json")
@@ -107,8 +109,9 @@ def read_scores(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     try:
         # file names that are not UTF-8 are stored as their bytes (joint score's CSV): keep them
         text = path.read_bytes().decode("utf-8-sig", "surrogateescape")
-        if suffix == ".csv":
-            rows: Any = list(csv.DictReader(io.StringIO(text, newline="")))
+        if suffix == ".csv":   # joint's CSV escapes cells that a spreadsheet would run (stream.sinks.csv_cell)
+            rows: Any = [{k: csv_uncell(v) if k in TEXT_FIELDS and isinstance(v, str) else v for k, v in r.items()}
+                         for r in csv.DictReader(io.StringIO(text, newline=""))]
         elif suffix == ".jsonl":
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
@@ -236,10 +239,20 @@ def thumbnail(path: Union[str, os.PathLike], size: int = 160, quality: int = 75)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+NOT_A_FILE = "no image file: its id names a tar member or a table row"
+
+
 def make_thumbnails(rows: Sequence[ReportRow], bases: Sequence[Path], size: int = 160,
-                    progress: Optional[Callable[[int, int], None]] = None, workers: Optional[int] = None) -> None:
-    """Fill ``thumbnail`` (or ``thumbnail_error``) of the scored rows, decoding in threads."""
+                    progress: Optional[Callable[[int, int], None]] = None, workers: Optional[int] = None,
+                    ids: str = "paths") -> None:
+    """Fill ``thumbnail`` (or ``thumbnail_error``) of the scored rows, decoding in threads.
+    ``ids``: what the sources are (:func:`joint_core.stream.job.id_kinds`); unless they are
+    local paths (``"paths"``, ``"unknown"``), nothing is looked up on the disk."""
     todo = [r for r in rows if r.scored]
+    if ids not in ("paths", "unknown"):
+        for r in todo:
+            r.thumbnail_error = NOT_A_FILE
+        todo = []
 
     def one(row: ReportRow) -> None:
         path = locate(row.source, bases)
@@ -352,8 +365,11 @@ def _failed_html(rows: Sequence[ReportRow]) -> str:
 
 
 def _script_json(data: Any) -> str:
-    """JSON that can sit inside a <script> element (no '</' that would end it)."""
-    return json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that can sit inside a <script> element whatever the strings hold: every ``<``, ``>``
+    and ``&`` is a ``\\u`` escape, so no ``</script>``, ``<!--`` or ``<script`` (which switch the
+    HTML parser's script states) can appear; JSON.parse reads the same strings back."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _controls_html(groups: List[GroupStats], page_size: int) -> str:
@@ -378,8 +394,57 @@ def _controls_html(groups: List[GroupStats], page_size: int) -> str:
 <div id="grid"></div>"""
 
 
+def _table_files(scores: Union[str, os.PathLike]) -> List[str]:
+    from .stream.sinks import read_paths
+
+    if Path(scores).suffix.lower() not in SCORE_FORMATS:
+        return [os.fspath(scores)]   # read_scores says what is wrong with it
+    return read_paths(os.fspath(scores))
+
+
+def _table_ids(scores: Union[str, os.PathLike]) -> str:
+    """What the table's ids are, by its job record (:func:`joint_core.stream.job.id_kinds`)."""
+    from .stream.job import id_kinds, read_meta
+    from .stream.sinks import OutputError
+
+    if Path(scores).suffix.lower() not in SCORE_FORMATS:
+        return "unknown"
+    try:
+        return id_kinds(read_meta(os.fspath(scores)))
+    except OutputError as e:
+        raise ReportError(str(e)) from None
+
+
+def _marker(scores: Any) -> Optional[str]:
+    """What the page says it was made from (a ``<meta name="joint-scores">``): the scores
+    file's absolute path, so that a rerun may replace its own report."""
+    return os.path.abspath(os.fspath(scores)) if isinstance(scores, (str, os.PathLike)) else None
+
+
+_MARKER_RE = re.compile(rb'<meta name="joint-scores" content="([^"]*)">')
+
+
+def _replaceable(out: Path, scores: Any, overwrite: bool) -> Optional[str]:
+    """Why ``out`` may not be written (see :mod:`joint_core.outputs`), else None. Without
+    ``overwrite`` an existing file is replaced only if it is a report of the same scores file."""
+    problem = existing_output(out, True, what="the report")
+    if problem or overwrite or not (out.exists() or out.is_symlink()):
+        return problem
+    marker = _marker(scores)
+    try:
+        with open(out, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        head = b""
+    found = _MARKER_RE.search(head)
+    if marker is not None and found and html.unescape(found.group(1).decode("utf-8", "replace")) == marker:
+        return None
+    return (f"the report {out}: already exists" + (" and was not made from this scores file" if found else "")
+            + "; pass --overwrite to replace it")
+
+
 def render_html(rows: Sequence[ReportRow], title: str, groups: List[GroupStats], grouped_by: Optional[str],
-                level: float, page_size: int, origin: str) -> str:
+                level: float, page_size: int, origin: str, marker: Optional[str] = None) -> str:
     """The page: summary, histograms, groups, the image grid (drawn by the page's script from the
     embedded rows), the images that could not be scored."""
     scored = [r for r in rows if r.scored]
@@ -409,8 +474,9 @@ def render_html(rows: Sequence[ReportRow], title: str, groups: List[GroupStats],
     if groups:
         summary += f"; {len(groups)} groups by {html.escape(grouped_by or '')}"
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    meta = f'<meta name="joint-scores" content="{html.escape(marker)}">' if marker else ""
     return _PAGE.format(title=html.escape(title), css=_CSS, summary=summary, origin=html.escape(origin), made=made,
-                        body="\n".join(body), data=_script_json(data), js=_JS)
+                        body="\n".join(body), data=_script_json(data), js=_JS, marker=meta)
 
 
 def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]], Any],
@@ -418,7 +484,9 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
                       root: Optional[Union[str, os.PathLike]] = None, thumb_size: int = 160,
                       title: Optional[str] = None, page_size: int = 100, level: float = 0.95,
                       resamples: int = 2000, seed: int = 0,
-                      progress: Optional[Callable[[int, int], None]] = None) -> ReportSummary:
+                      progress: Optional[Callable[[int, int], None]] = None, overwrite: bool = False,
+                      ids: Optional[str] = None, made_from: Optional[Union[str, os.PathLike]] = None
+                      ) -> ReportSummary:
     """Write the HTML report of a scores table to ``out``.
 
     Args:
@@ -432,7 +500,26 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
         page_size: images per page of the grid (the page can change it).
         level, resamples, seed: the bootstrap intervals of the group means.
         progress: called as ``progress(done, total)`` while thumbnails are made.
+        overwrite: replace an existing ``out``. Without it, only a report that was made from the
+            same scores file (a rerun, ``joint score --resume --report``) is replaced.
+        ids: what the sources are - ``"paths"`` (local files, shown as thumbnails), ``"keys"``
+            or ``"mixed"`` (tar members or table rows: never looked up on the disk); default:
+            what the scores file's job record says (``"unknown"``, taken as paths, without one).
+        made_from: when ``scores`` are rows, the scores file they were read from (the report
+            names it, and a rerun may replace the report without ``overwrite``).
     """
+    if made_from is not None and isinstance(scores, (str, os.PathLike)):
+        raise TypeError("made_from is for rows; a scores file names itself")
+    marked = made_from if made_from is not None else scores
+    out = Path(out)
+    if isinstance(marked, (str, os.PathLike)):
+        problem = input_conflict(out, _table_files(marked), what="the report")
+        if problem:
+            raise ReportError(problem)
+    problem = _replaceable(out, marked, overwrite)
+    if problem:
+        raise ReportError(problem)
+    replace = out.exists() or out.is_symlink()   # allowed by now; anything that appears later is not
     if not 16 <= int(thumb_size) <= 1024:
         raise ReportError(f"thumb_size must be 16-1024 pixels, got {thumb_size}")
     if int(page_size) < 1:
@@ -443,6 +530,8 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
         origin = str(scores)
         if root is None:
             bases.append(Path(scores).resolve().parent)
+        if ids is None:
+            ids = _table_ids(scores)
     elif hasattr(scores, "to_records"):
         records, origin = scores.to_records(), "a ScoreResult"
     else:
@@ -450,15 +539,20 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
     rows = to_rows(records)
     grouped_by = assign_groups(rows, group_by)
     groups = group_stats(rows, level, resamples, seed) if grouped_by else []
-    make_thumbnails(rows, bases, int(thumb_size), progress)
+    make_thumbnails(rows, bases, int(thumb_size), progress, ids=ids or "unknown")
     if title is None:
         title = f"joint report: {Path(origin).name}" if isinstance(scores, (str, os.PathLike)) else "joint report"
-    page = render_html(rows, title, groups, grouped_by, level, int(page_size), origin)
-    out = Path(out)
+    marker = _marker(marked)
+    page = render_html(rows, title, groups, grouped_by, level, int(page_size), origin, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(page, encoding="utf-8", errors="backslashreplace")   # a name that is not UTF-8: \udcff
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.part-{os.getpid()}")
+    try:
+        tmp.write_text(page, encoding="utf-8", errors="backslashreplace")   # a name that is not UTF-8: \udcff
+        publish(tmp, out, overwrite=replace)
+    except FileExistsError:
+        raise ReportError(f"{out}: a file appeared there while the report was made; not replaced") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     scored = sum(r.scored for r in rows)
     return ReportSummary(out, len(rows), scored, len(rows) - scored, groups,
                          sum(1 for r in rows if r.scored and r.thumbnail is None), out.stat().st_size)
@@ -467,7 +561,7 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="joint report">
+<meta name="generator" content="joint report">{marker}
 <title>{title}</title>
 <style>{css}</style></head>
 <body>

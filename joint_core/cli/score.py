@@ -7,6 +7,7 @@ on a Ray cluster. The work itself lives in :mod:`joint_core.stream`; this module
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -86,14 +87,25 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.paths and args.files_from is None:
         return _fail("nothing to score: give image files, folders, globs, tars or tables, or --files-from LIST")
-    if (args.resume or args.overwrite) and not args.out:
-        return _fail("--resume and --overwrite need --out")
+    if args.resume and not args.out:
+        return _fail("--resume needs --out")
+    if args.overwrite and not (args.out or args.report):
+        return _fail("--overwrite needs --out or --report")
     if args.engine != "ray" and (args.address or args.actors):
         return _fail("--address and --actors need --engine ray")
+    inputs = [p for p in args.paths if os.path.isfile(p)] + [args.files_from or ""]
+    if args.out:
+        from ..outputs import input_conflict
+
+        problem = input_conflict(args.out, inputs)
+        if problem:
+            return _fail(problem)
     if args.report:
+        from ..stream.sinks import read_paths
         from .report import check_report_path
 
-        problem = check_report_path(args.report)   # before any work, as for --out
+        problem = check_report_path(args.report, args.out, args.overwrite,   # before any work, as for --out
+                                    inputs + (read_paths(args.out) if args.out else []))
         if problem:
             return _fail(problem)
     try:
@@ -106,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         job = ScoreJob(source, args.out, shard_spec, mode)   # --out is created here: checked before any work
     except (InputError, OutputError, ValueError) as e:
         return _fail(str(e))
+    for note in (job.sink.notes if job.sink else []):
+        print(f"joint: note: {show(note, sys.stderr)}", file=sys.stderr)
     try:
         scorer = load_scorer(args.model, args.device, args.dtype, args.localizer)
         job.check_model(model_description(scorer))
@@ -178,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
               + f" with {scorer.source.describe() if scorer.source else 'model'}; scores on the "
               f"{scorer.config.score_range[0]:g}-{scorer.config.score_range[1]:g} scale, higher is better"
               + (f" ({outcome.scored} this run, {rate:.1f} img/s)" if args.resume or outcome.scored > 100 else ""))
-    if args.report and not _report(args, collected):
+    ids = "mixed" if plan.path_ids and plan.key_ids else "keys" if plan.key_ids else "paths"
+    if args.report and not _report(args, collected, ids):
         return EXIT_ERROR
     if outcome.total and outcome.total_failed == outcome.total:
         return EXIT_ERROR
@@ -187,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _report(args: argparse.Namespace, collected: Optional[List[Dict[str, Any]]]) -> bool:
+def _report(args: argparse.Namespace, collected: Optional[List[Dict[str, Any]]], ids: str) -> bool:
     """--report: the HTML report of what --out holds (after --sort/--top), or of the rows printed,
     written by the one report writer (:func:`joint_core.report.write_html_report`)."""
     from ..report import ReportError, write_html_report
@@ -197,7 +212,8 @@ def _report(args: argparse.Namespace, collected: Optional[List[Dict[str, Any]]])
     try:
         rows = list(read_rows(args.out)) if args.out else collected
         summary = write_html_report(rows, args.report, title=f"joint report: {args.out}" if args.out else None,
-                                    progress=None if args.quiet or args.no_progress else progress_bar())
+                                    progress=None if args.quiet or args.no_progress else progress_bar(),
+                                    overwrite=args.overwrite, ids=ids, made_from=args.out)
     except (ReportError, OutputError, OSError) as e:
         kept = f"; the scores are in {show(args.out, sys.stderr)} (joint report makes it from them)" if args.out else ""
         print(f"joint: error: report not written: {show(e, sys.stderr)}{kept}", file=sys.stderr)

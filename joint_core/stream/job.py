@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .loader import Sample
+from .loader import Sample, id_is_path
 from .sinks import OutputError, Sink, meta_path, read_rows, write_rows
 from .sources import KeySetHash, Source, _encode_key, shard
 
@@ -55,15 +55,124 @@ def model_description(scorer: Any) -> Dict[str, Any]:
             "score_range": list(cfg.score_range)}
 
 
+META_LIMIT = 1 << 20   # a job record is a few hundred bytes; a larger file is not one
+
+
 def read_meta(out: str) -> Optional[Dict[str, Any]]:
+    """The job record of score file ``out`` (None when there is none), checked against
+    :func:`check_meta`: a damaged or edited record is one :class:`OutputError` naming the file
+    and the key, never a traceback later."""
     p = meta_path(out)
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         return None
+    how = (f"the rows in {out} are not affected: restore the record, or remove it to continue without "
+           "its checks (--resume then only skips the inputs the file holds)")
+    if not p.is_file():
+        raise OutputError(f"{p}: the job record is not a regular file; {how}")
     try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise OutputError(f"{p}: unreadable job description ({e}); remove it to resume without checks") from None
-    return meta if isinstance(meta, dict) else None
+        with open(p, "rb") as f:
+            raw = f.read(META_LIMIT + 1)
+        if len(raw) > META_LIMIT:
+            raise ValueError(f"larger than {META_LIMIT:,} bytes")
+        meta = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError) as e:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputError(f"{p}: unreadable job record ({reason}); {how}") from None
+    except RecursionError:
+        raise OutputError(f"{p}: unreadable job record (nested too deeply); {how}") from None
+    problem = check_meta(meta)
+    if problem:
+        raise OutputError(f"{p}: damaged job record: {problem}; {how}")
+    return meta
+
+
+def id_kinds(meta: Optional[Dict[str, Any]]) -> str:
+    """What the ids (``source`` column) of a score file are, by its job record: ``"paths"``
+    (local files: filter may copy them, the report may show them), ``"keys"`` (names of tar
+    members or table rows: never looked up on the local disk), ``"mixed"`` (both: no row is
+    looked up, since a key may name an unrelated local file), or ``"unknown"`` (no record, or
+    one written before records said so: taken as paths, as a hand-made list of paths is)."""
+    ids = ((meta or {}).get("inputs") or {}).get("ids")
+    if not ids:
+        return "unknown"
+    paths, keys = ids.get("paths") or 0, ids.get("keys") or 0
+    if keys and paths:
+        return "mixed"
+    return "keys" if keys else "paths"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def check_meta(meta: Any) -> Optional[str]:
+    """What is wrong with a job record (the schema of :meth:`ScoreJob.describe`), else None.
+    Keys may be missing (records of older versions lack some); present ones must have their
+    type. Unknown keys are allowed (records of newer versions)."""
+    from ..result import check_by
+
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, found {_kind(meta)}"
+
+    def wrong(key: str, want: str, v: Any) -> str:
+        return f"key {key!r} should be {want}, found {_kind(v)} {json.dumps(v)[:60]}"
+
+    def count(key: str, v: Any, optional: bool = True) -> Optional[str]:
+        if v is None and optional:
+            return None
+        return None if _is_int(v) and v >= 0 else wrong(key, "a whole number >= 0", v)
+
+    def text(key: str, v: Any, optional: bool = True) -> Optional[str]:
+        if v is None and optional:
+            return None
+        return None if isinstance(v, str) else wrong(key, "a string", v)
+
+    checks = [count("format", meta.get("format")), text("joint", meta.get("joint")),
+              count("rows", meta.get("rows")), count("expected", meta.get("expected")),
+              text("expected_keys", meta.get("expected_keys")), text("updated", meta.get("updated"))]
+    if "finished" in meta and not isinstance(meta["finished"], bool):
+        checks.append(wrong("finished", "true or false", meta["finished"]))
+    inputs = meta.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, dict):
+            checks.append(wrong("inputs", "an object", inputs))
+        else:
+            checks += [count("inputs.count", inputs.get("count")), text("inputs.sha256", inputs.get("sha256"))]
+            ids = inputs.get("ids")
+            if ids is not None and not isinstance(ids, dict):
+                checks.append(wrong("inputs.ids", "an object", ids))
+            elif ids is not None:
+                checks += [count(f"inputs.ids.{k}", ids.get(k)) for k in ("paths", "keys")]
+    shard_ = meta.get("shard")
+    if shard_ is not None and not (isinstance(shard_, list) and len(shard_) == 2 and all(map(_is_int, shard_))
+                                   and 0 <= shard_[0] < shard_[1]):
+        checks.append(wrong("shard", "null or [I, N] with 0 <= I < N", shard_))
+    model = meta.get("model")
+    if model is not None and not isinstance(model, dict):
+        checks.append(wrong("model", "an object", model))
+    elif model is not None:
+        checks += [text(f"model.{k}", model.get(k)) for k in ("name", "source", "sha256", "dtype", "localizer")]
+        if model.get("ranking") is not None:
+            try:
+                check_by(model["ranking"], "model.ranking")
+            except (TypeError, ValueError) as e:
+                checks.append(f"key 'model.ranking': {e}")
+        rng = model.get("score_range")
+        if rng is not None and not (isinstance(rng, list) and len(rng) == 2
+                                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+            checks.append(wrong("model.score_range", "[low, high]", rng))
+    sel = meta.get("selection")
+    if sel is not None and not isinstance(sel, dict):
+        checks.append(wrong("selection", "an object", sel))
+    merged = meta.get("merged_from")
+    if merged is not None and not (isinstance(merged, list) and all(isinstance(m, str) for m in merged)):
+        checks.append(wrong("merged_from", "a list of file names", merged))
+    return next((c for c in checks if c), None)
 
 
 def write_meta(out: str, meta: Dict[str, Any]) -> None:
@@ -89,6 +198,8 @@ class Plan:
     done_failed: int = 0
     done_flagged: int = 0
     skipped: Dict[str, int] = field(default_factory=dict)
+    path_ids: int = 0                # inputs whose id is a local file path (files, lists, path columns)
+    key_ids: int = 0                 # inputs whose id only names them (tar members, table rows)
 
     @property
     def todo(self) -> int:
@@ -160,7 +271,7 @@ class ScoreJob:
         old = self.meta
         if old is None:
             return
-        om = old.get("model", {})
+        om = old.get("model") or {}
         if om.get("sha256") and om.get("sha256") != model["sha256"]:
             raise OutputError(f"{self.out} was scored with another model ({om.get('source', '?')}); its scores "
                               "cannot be mixed with this one's: use another --out, or --overwrite")
@@ -184,6 +295,11 @@ class ScoreJob:
         for k, s in enumerate(self.source.samples()):
             p.inputs += 1
             ordered.update(_encode_key(s.key) + b"\0")
+            if s.error is None:
+                if id_is_path(s):
+                    p.path_ids += 1
+                else:
+                    p.key_ids += 1
             if k % n != i:
                 continue
             keys.add(s.key)
@@ -196,7 +312,7 @@ class ScoreJob:
         p.skipped = dict(self.source.skipped)
         self._plan = p
         if self.meta is not None and self.shard_spec is not None \
-                and self.meta.get("inputs", {}).get("sha256") not in (None, p.inputs_sha256):
+                and (self.meta.get("inputs") or {}).get("sha256") not in (None, p.inputs_sha256):
             raise OutputError(f"the inputs differ from those {self.out} was started with (another list, "
                               "or files added or removed): every shard of a split job must see the same "
                               "inputs in the same order")
@@ -219,7 +335,8 @@ class ScoreJob:
         p = self._plan or Plan()
         return {"format": META_FORMAT, "joint": __version__, "finished": finished, "rows": rows,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "inputs": {"count": p.inputs, "sha256": p.inputs_sha256},
+                "inputs": {"count": p.inputs, "sha256": p.inputs_sha256,
+                           "ids": {"paths": p.path_ids, "keys": p.key_ids}},
                 "shard": list(self.shard_spec) if self.shard_spec else None,
                 "expected": p.expected, "expected_keys": p.expected_keys,
                 "model": self.model}

@@ -42,6 +42,13 @@ class Sample(NamedTuple):
     error: Optional[str] = None
 
 
+def id_is_path(sample: Sample) -> bool:
+    """Whether a sample's id (its ``key``, the ``source`` column) is the local file it was read
+    from. Ids of tar members, table cells with image bytes and rows named by an id column are
+    not: such an id must never be opened as a local path (it may name an unrelated file)."""
+    return sample.path is not None and sample.key == sample.path
+
+
 def as_sample(obj: Any, position: int) -> Sample:
     """An input of :meth:`NaturalnessScorer.score_iter` -> a :class:`Sample`."""
     if isinstance(obj, Sample):

@@ -61,6 +61,25 @@ def meta_path(path: str) -> Path:
     return Path(path + META_SUFFIX)
 
 
+def read_paths(path: str) -> List[str]:
+    """Every file a reader of score file ``path`` may open: the file (or Parquet folder), its
+    partial file and its job record - what a command that reads it must never write over."""
+    return [path, path + PARTIAL_SUFFIX, str(meta_path(path))]
+
+
+def existing_score_file(path: str, overwrite: bool) -> Optional[str]:
+    """Why score file ``path`` cannot be created now (see :mod:`joint_core.outputs`): it exists
+    (a Parquet folder: holds parts) and ``overwrite`` is off, or it cannot be a file/folder."""
+    from ..outputs import existing_output
+
+    if out_format(path) == ".parquet" and Path(path).is_dir():
+        problem = existing_output(Path(path) / "part-00000.parquet", True)   # the folders above it
+        if problem is None and has_rows(path) and not overwrite:
+            problem = f"{path}: already exists; pass --overwrite to replace it"
+        return problem
+    return existing_output(path, overwrite, what="")
+
+
 def _err(path: Any, e: BaseException, what: str = "cannot write") -> OutputError:
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     return OutputError(f"{path}: {what} ({reason})")
@@ -84,12 +103,41 @@ def clean_record(rec: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+TEXT_FIELDS = ("source", "error", "warning")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell of a CSV score file. A spreadsheet runs a cell that begins with ``=``, ``+``,
+    ``-`` or ``@`` (or a tab or carriage return before one) as a formula, and file names and tar
+    keys can be anyone's choice, so such a cell is written with a leading ``'`` (which
+    spreadsheets show as text) - and so is one that begins with ``'``, so that
+    :func:`csv_uncell` gives every name back exactly."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def csv_uncell(text: str) -> str:
+    """The text of a cell :func:`csv_cell` wrote."""
+    return text[1:] if text.startswith("'") else text
+
+
 def _csv_text(records: List[Dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     for r in records:
-        w.writerow(["" if r[k] is None else r[k] for k in FIELDS])
+        w.writerow(["" if r[k] is None else csv_cell(r[k]) if k in TEXT_FIELDS else r[k] for k in FIELDS])
     return buf.getvalue()
+
+
+_JSONL_START = b'{"source": '   # how every line joint writes to a JSON-lines score file begins
+
+
+def _csv_row(line: bytes, where: str) -> List[str]:
+    """The cells of one CSV record (its bytes, newline included)."""
+    try:
+        return next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"), newline="")), [])
+    except csv.Error as e:
+        raise OutputError(f"{where}: not a CSV row ({e})") from None
 
 
 def _csv_record(row: List[str], header: List[str], where: str, extra: Tuple[str, ...] = ()) -> Dict[str, Any]:
@@ -102,8 +150,9 @@ def _csv_record(row: List[str], header: List[str], where: str, extra: Tuple[str,
             rec[k] = float(rec[k]) if rec[k] != "" else None
     except ValueError as e:
         raise OutputError(f"{where}: not a score ({e})") from None
-    rec["error"] = rec["error"] or None
-    rec["warning"] = rec["warning"] or None
+    rec["source"] = csv_uncell(rec["source"])
+    rec["error"] = csv_uncell(rec["error"]) or None
+    rec["warning"] = csv_uncell(rec["warning"]) or None
     for k in extra:
         rec[k] = cells[k]
     return rec
@@ -140,34 +189,79 @@ def _encode(text: str) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def _complete_lines(path: Path, csv_mode: bool) -> Iterator[Tuple[bytes, int]]:
-    """Whole records of a line file and the byte offset after each. A CSV record may span
-    lines (a quoted name with a newline): it is whole when its quotes balance. A torn tail (no
-    final newline, or an open quote) is not yielded."""
+# the states of a CSV field (Python's csv module, excel dialect, strict=False)
+_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
+
+
+def _csv_state(line: bytes, state: int) -> int:
+    """The CSV parser's state after ``line`` (which ends with its newline, unless torn), from
+    ``state``: a record ends at a newline outside a quoted field. As the csv module reads: a
+    quote opens a quoted field only at the start of a field; elsewhere it is a plain character
+    (``note: "checked`` is one whole field)."""
+    if b'"' not in line and state in (_START, _FIELD):
+        return _START if line.endswith(b"\n") else _FIELD
+    for c in line:
+        if state == _QUOTED:
+            if c == 34:                      # "
+                state = _QUOTE_IN_QUOTED
+        elif c == 10:                        # \n outside quotes: the record ends
+            state = _START
+        elif state == _QUOTE_IN_QUOTED:
+            state = _QUOTED if c == 34 else _START if c == 44 else _FIELD
+        elif c == 44:                        # ,
+            state = _START
+        elif state == _START and c == 34:
+            state = _QUOTED
+        else:
+            state = _FIELD
+    return state
+
+
+MAX_RECORD = 1 << 20   # no row of a score file comes near this: a longer "row" is an unclosed quote
+
+
+def _complete_lines(path: Path, csv_mode: bool, tail: Optional[List[bytes]] = None
+                    ) -> Iterator[Tuple[bytes, int]]:
+    """Whole records of a line file and the byte offset after each. A CSV record may span lines
+    (a quoted name with a newline): it is whole when its newline lies outside a quoted field. What
+    follows the last whole record (no final newline, or an open quoted field) is not yielded; it
+    goes to ``tail`` when a list is given. A record over :data:`MAX_RECORD` bytes is an
+    :class:`OutputError` (a quote that never closes would otherwise swallow the whole file)."""
     with open(path, "rb") as f:
-        pending = b""
+        pending: List[bytes] = []
+        size = 0
+        state = _START
         pos = 0
         for line in f:
             pos += len(line)
-            pending += line
-            if not pending.endswith(b"\n"):
+            pending.append(line)
+            size += len(line)
+            if size > MAX_RECORD:
+                raise OutputError(f"{path}, byte {pos - size}: a row longer than {MAX_RECORD:,} bytes starts here "
+                                  "(a quote that never closes?); not a joint score file as it stands")
+            if not line.endswith(b"\n"):
                 break  # torn: the process died in the middle of a write
-            if csv_mode and pending.count(b'"') % 2:
-                continue  # inside a quoted field that holds a newline
-            yield pending, pos
-            pending = b""
+            if csv_mode:
+                state = _csv_state(line, state)
+                if state == _QUOTED:
+                    continue  # inside a quoted field that holds a newline
+            yield b"".join(pending), pos
+            pending, size = [], 0
+        if tail is not None:
+            tail.append(b"".join(pending))
 
 
-def _line_records(path: Path, fmt: str, strict: bool = True, extra: Tuple[str, ...] = ()
-                  ) -> Iterator[Tuple[Dict[str, Any], int]]:
+def _line_records(path: Path, fmt: str, strict: bool = True, extra: Tuple[str, ...] = (),
+                  tail: Optional[List[bytes]] = None) -> Iterator[Tuple[Dict[str, Any], int]]:
     """Records of a CSV / JSONL file with the byte offset after each (the CSV header gives
     ``{}``). ``strict``: the CSV header must be exactly the score columns (a file to append to);
-    otherwise it must hold them, and the ``extra`` columns are read too."""
+    otherwise it must hold them, and the ``extra`` columns are read too. ``tail``: as for
+    :func:`_complete_lines`."""
     header: Optional[List[str]] = None
-    for line, end in _complete_lines(path, fmt == ".csv"):
+    for line, end in _complete_lines(path, fmt == ".csv", tail):
         where = f"{path}, byte {end - len(line)}"
         if fmt == ".csv":
-            row = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))), [])
+            row = _csv_row(line, where)
             if header is None:
                 header = row
                 wanted = REQUIRED + tuple(extra)
@@ -282,28 +376,83 @@ class _LineFile:
     def __init__(self, path: Path, fmt: str, resume: bool):
         self.path, self.fmt = path, fmt
         self.rows = 0
+        self.notes: List[str] = []   # what opening changed in the file, for the user
         exists = path.exists()
         if exists and path.is_dir():
             raise OutputError(f"{path}: is a folder")
         if resume and exists:
             end = 0
+            tail: List[bytes] = []
             try:
-                for rec, pos in _line_records(path, fmt):
+                for rec, pos in _line_records(path, fmt, tail=tail):
                     end = pos
                     if rec:
                         self.rows += 1
             except OSError as e:
                 raise _err(path, e, "cannot read") from None
+            torn = tail[0] if tail else b""
+            whole = torn and self._whole_row(torn, end)   # a last row without its newline: kept
             self._open()
-            size = os.fstat(self.f.fileno()).st_size
-            if size > end:  # torn tail of a killed run
+            if whole:
+                self._write(b"\n")
+                self.rows += 1
+            elif torn:   # the torn last row of a killed run
+                self._check_torn(torn, end)
                 self._truncate(end)
-            if end == 0 and fmt == ".csv":
+                self.notes.append(f"removed the unfinished last row that an interrupted run left in {path} "
+                                  f"({len(torn)} bytes at byte {end}: {torn[:60]!r}"
+                                  + ("..." if len(torn) > 60 else "") + "); it is scored again")
+            if end == 0 and not whole and fmt == ".csv":
                 self._write(_encode(",".join(FIELDS) + "\n"))
         else:
             self._open(truncate=True)
             if fmt == ".csv":
                 self._write(_encode(",".join(FIELDS) + "\n"))
+
+    def _whole_row(self, torn: bytes, end: int) -> bool:
+        """Whether the bytes after the last newline are a whole row that only lacks its newline
+        (a file someone edited): such a row is kept. A JSON line is whole when it parses; a CSV
+        row when it has every column, with the scores in place (a row torn inside its last
+        column, a message, is kept with that message cut short)."""
+        if end == 0 or b"\n" in torn:
+            return False
+        try:
+            if self.fmt == ".csv":
+                if _csv_state(torn, _START) == _QUOTED:
+                    return False
+                _csv_record(_csv_row(torn, ""), list(FIELDS), "")
+            else:
+                _jsonl_record(torn, "")
+            return True
+        except OutputError:
+            return False
+
+    def _check_torn(self, torn: bytes, end: int) -> None:
+        """Refuse to cut what cannot be the torn row of a killed write: text where the header
+        should be, a JSON line that does not start as joint writes them, or a quoted field that
+        opens and spans lines of whole rows (a stray double quote typed at the start of a field)."""
+        why = None
+        if self.fmt == ".csv" and end == 0:
+            header = _encode(",".join(FIELDS))
+            if not header.startswith(torn.rstrip(b"\r\n")):
+                why = "it does not start with the score file's header"
+        elif self.fmt != ".csv":
+            start = _JSONL_START[:len(torn)]
+            if not torn.startswith(start):
+                why = "joint writes no line that starts so"
+        elif b"\n" in torn:
+            for line in torn.split(b"\n")[1:]:
+                try:
+                    _csv_record(_csv_row(line, ""), list(FIELDS), "")
+                except OutputError:
+                    continue
+                why = ("a quoted field opens there and never closes, and the rows after it would be lost "
+                       "(a stray double quote?)")
+                break
+        if why:
+            raise OutputError(f"{self.path}, byte {end}: the text from there to the end is not a whole row, and "
+                              f"not what an interrupted run leaves ({why}); nothing was changed. Fix or remove it "
+                              "by hand, then resume")
 
     def _open(self, truncate: bool = False) -> None:
         try:
@@ -415,9 +564,16 @@ class Sink:
     def __init__(self, path: str, mode: str = "new"):
         if mode not in ("new", "resume", "overwrite"):
             raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
+        from ..outputs import parent_problem, special_kind
+
         self.path = path
         self.fmt = out_format(path)
         p0 = Path(path)
+        problem = parent_problem(p0)
+        if problem is None and special_kind(p0):
+            problem = f"is a {special_kind(p0)}, not a file joint can write"
+        if problem:
+            raise OutputError(f"{path}: {problem}")
         if self.fmt != ".parquet" and p0.is_dir():
             raise OutputError(f"{path}: is a folder")
         if self.fmt == ".parquet":
@@ -457,6 +613,11 @@ class Sink:
                 self._file.write(rows)
         else:
             self._parquet_open(p, resume)
+
+    @property
+    def notes(self) -> List[str]:
+        """What opening the file changed in it (a torn last row removed), for the user."""
+        return list(self._file.notes)
 
     @property
     def rows(self) -> int:
