@@ -89,6 +89,17 @@ def _single(value: Any, name: str, node: str) -> Any:
     return first
 
 
+def _whole(value: Any, name: str, node: str, minimum: int = 1) -> int:
+    """An INT input as an int: a whole number >= ``minimum`` (``2.0`` is 2; ``1.5``, ``"8"``,
+    ``True`` and NaN are errors naming the node and the input)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
+        raise ValueError(f"{node}: input '{name}' must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{node}: input '{name}' must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _fmt(v: float) -> str:
     return "  failed" if math.isnan(v) else f"{v:8.3f}"
 
@@ -191,7 +202,7 @@ class ScoreNaturalness:
     def score(self, naturalness_model, images, batch_size=8):
         node = "Score Naturalness"
         model = _check_model(_single(naturalness_model, "naturalness_model", node), node)
-        batch_size = int(_single(batch_size, "batch_size", node))
+        batch_size = _whole(_single(batch_size, "batch_size", node), "batch_size", node)
         batches = [_check_images(im, node) for im in (images if isinstance(images, list) else [images])]
         batches = [b for b in batches if b.shape[0] > 0]
         if not batches:
@@ -248,7 +259,8 @@ class FilterByNaturalness:
             raise ValueError(f"{node}: {e}") from None
         if if_empty not in IF_EMPTY:
             raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
-        result = model.score([_bchw(images)], batch_size=int(batch_size)) if images.shape[0] else None
+        batch_size = _whole(batch_size, "batch_size", node)
+        result = model.score([_bchw(images)], batch_size=batch_size) if images.shape[0] else None
         n = int(images.shape[0])
         scores = result.scores(axis) if result is not None else torch.zeros(0)
         keep = result.keep(axis, threshold=threshold) if result is not None else []
@@ -314,8 +326,8 @@ class BestOfN:
         model = _check_model(naturalness_model, node)
         images = _check_images(images, node)
         n = int(images.shape[0])
-        if int(k) < 1:
-            raise ValueError(f"{node}: k must be >= 1, got {k}")
+        k = _whole(k, "k", node)
+        batch_size = _whole(batch_size, "batch_size", node)
         if if_empty not in IF_EMPTY:
             raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
         if rank_by == MIX:
@@ -333,8 +345,8 @@ class BestOfN:
                              f"got {rank_by!r}")
         if latent is not None:
             _check_latent(latent, n, node)
-        result = model.score([_bchw(images)], batch_size=int(batch_size)) if n else None
-        order = result.keep(by, k=int(k)) if result is not None else []
+        result = model.score([_bchw(images)], batch_size=batch_size) if n else None
+        order = result.keep(by, k=k) if result is not None else []
         if not order:
             nothing = _empty(if_empty, node, "no image could be scored" if n else "the batch is empty")
             return {"ui": {"text": [f"nothing to keep: {n} image(s), none scored"]},
@@ -344,7 +356,7 @@ class BestOfN:
         label = describe_by(result.resolve_by(by))
         out_latent = _select_latent(latent, order, n) if latent is not None else host.blocker(
             f"{node}: its 'latent' output needs the 'latent' input connected (the LATENT decoded into the images)")
-        short = f" (asked for {k}, only {len(order)} scored)" if len(order) < int(k) else ""
+        short = f" (asked for {k}, only {len(order)} scored)" if len(order) < k else ""
         lines = [f"kept {len(order)} of {n} by {label}{short}"]
         lines.append("rank  index  " + (label if isinstance(result.resolve_by(by), str) else "mix"))
         lines += [f"{r + 1:>4}  {i:>5}  {float(ranked[i]):.3f}" for r, i in enumerate(order)]
@@ -403,7 +415,7 @@ class PreviewNaturalness:
         images = _check_images(images, node)
         if images.shape[0] == 0:
             return {"ui": {"images": [], "text": ["no images"]}, "result": (host.blocker(None),)}
-        result = model.score([_bchw(images)], batch_size=int(batch_size))
+        result = model.score([_bchw(images)], batch_size=_whole(batch_size, "batch_size", node))
         captions = []
         for i in range(len(result)):
             if i in result.errors:

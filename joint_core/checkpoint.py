@@ -26,7 +26,8 @@ import torch
 
 from .backbones import (WeightMappingError, check_fits, strip_prefix,
                         torchvision_resnet_to_timm, torchvision_swin_to_timm)
-from .config import CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets
+from .config import (CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets,
+                     read_config_text)
 from .model import JointModel
 
 WEIGHTS_NAME = "model.safetensors"
@@ -499,4 +500,8 @@ def convert_official(src: PathLike, out_dir: Optional[PathLike] = None,
 
 def read_config_dict(directory: PathLike) -> dict:
     """The raw ``config.json`` of a model folder (for display)."""
-    return json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))
+    path = Path(directory) / CONFIG_NAME
+    try:
+        return json.loads(read_config_text(path))
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None

@@ -218,6 +218,8 @@ class JointConfig:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{source}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: not a config (JSON nested too deeply)") from None
         try:
             return cls.from_dict(data)
         except ConfigError as e:
@@ -234,7 +236,7 @@ class JointConfig:
         path = Path(path)
         if path.is_dir():
             path = path / CONFIG_NAME
-        return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+        return cls.from_json(read_config_text(path), source=str(path))
 
     def replace(self, **changes: Any) -> "JointConfig":
         return dataclasses.replace(self, **changes)
@@ -276,6 +278,12 @@ class JointConfig:
         _positive("preprocess.low_frequency.iterations", lf.iterations)
         _positive("preprocess.low_frequency.cg_max_iter", lf.cg_max_iter)
         _positive("preprocess.max_side", p.max_side)
+        working = max(side if t.resize is None else t.resize, r.resize or r.crop)
+        if p.max_side < working:
+            raise ConfigError(f"preprocess.max_side ({p.max_side}) is smaller than the model's working size "
+                              f"({working} px): every image would be shrunk below what the model reads")
+        if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2 ** 63:
+            raise ConfigError(f"preprocess.seed must be a whole number in [0, 2**63), got {p.seed!r}")
         for where, std in (("preprocess.std", p.std), ("preprocess.technical.std", p.technical.std),
                            ("preprocess.rationality.std", p.rationality.std)):
             if std is not None and any(s <= 0 for s in std):
@@ -296,6 +304,26 @@ class JointConfig:
         lo, hi = self.score_range
         if not lo < hi:
             raise ConfigError(f"score_range must be (low, high) with low < high, got {self.score_range}")
+
+
+CONFIG_LIMIT = 1 << 20   # a config.json is a few KB; a larger file is not one
+
+
+def read_config_text(path: Union[str, Path]) -> str:
+    """The text of a ``config.json``; a file that cannot be read, is too large or is not UTF-8 is
+    a :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(CONFIG_LIMIT + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(raw) > CONFIG_LIMIT:
+        raise ConfigError(f"{path}: larger than {CONFIG_LIMIT:,} bytes; not a model config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); not a model config") from None
 
 
 def _positive(name: str, value: Union[int, float]) -> None:

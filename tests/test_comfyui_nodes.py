@@ -750,3 +750,17 @@ def test_fingerprint_sees_every_pixel_dtype_and_shape():
     assert host.fingerprint(view[1:2]) != host.fingerprint(b.permute(0, 3, 1, 2)[1:2])
     assert host.fingerprint(view[1:2]) != host.fingerprint(view[0:1])
     assert host.fingerprint(view) != host.fingerprint(view.contiguous())       # same values, other layout
+
+
+def test_int_inputs_are_whole_numbers_named_by_the_node(model):
+    """Issue 23 item 9: k=1.5 or a batch size of "8" is an error naming the node and the input."""
+    images = smooth_random(3, 40, 48)
+    with pytest.raises(ValueError, match=r"Best of N.*'k'.*whole number.*1\.5"):
+        nodes.BestOfN().best_of_n(model, images, 1.5, "technical")
+    with pytest.raises(ValueError, match=r"Best of N.*'batch_size'.*whole number"):
+        nodes.BestOfN().best_of_n(model, images, 1, "technical", batch_size="8")
+    assert nodes.BestOfN().best_of_n(model, images, 2.0, "technical")["result"][0].shape[0] == 2
+    with pytest.raises(ValueError, match=r"'batch_size' must be >= 1"):
+        nodes.ScoreNaturalness().score(model, [images], batch_size=[0])
+    with pytest.raises(ValueError, match=r"Filter by Naturalness.*'batch_size'"):
+        nodes.FilterByNaturalness().filter(model, images, "technical", 3.0, batch_size=2.5)

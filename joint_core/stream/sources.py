@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import sys
 import tarfile
 import tempfile
@@ -34,6 +35,7 @@ TAR_SUFFIXES = (".tar",)
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+MAX_LIST_LINE = 1 << 16   # a --files-from line longer than this is no path (PATH_MAX is 4096 on Linux)
 
 
 class InputError(ValueError):
@@ -89,6 +91,12 @@ class FileList(Source):
         else:
             self.path = path
             self._open().close()   # fails now, by name, for a missing file, a folder, a FIFO ...
+        if not null:
+            with self._open() as f:
+                head = f.read(1 << 16)
+            if b"\0" in head:
+                raise InputError(f"--files-from {self.name}: holds NUL bytes (a list written by `find -print0` "
+                                 "or `joint filter --null`?); pass --null to read it")
 
     def _open(self):
         if self._spool is not None:
@@ -100,24 +108,70 @@ class FileList(Source):
             raise InputError(f"--files-from {e}") from None
 
     def samples(self) -> Iterator[Sample]:
+        """One sample a line. Reading is linear in the file's size whatever its lines: runs of
+        empty lines are skipped in C (``re``), and a line longer than :data:`MAX_LIST_LINE` bytes
+        (no path is) is one named error, skipped without being held in memory."""
         sep = b"\0" if self.null else b"\n"
+        token = re.compile(b"[^\\x00]+" if self.null else b"[^\\n]+")
+        rest: List[bytes] = []   # the current line's pieces, when it started in an earlier chunk
+        size = 0                 # their length
+        long_head: Optional[bytes] = None   # the start of a line being skipped as too long
+        line_no = 1              # the number of the line at the reading position
+        first = 1                # the number of the current line
+
+        def finish() -> Iterator[Sample]:
+            nonlocal rest, size, long_head
+            if long_head is not None:
+                yield self._too_long(first, long_head)
+            elif rest:
+                yield from self._sample(b"".join(rest))
+            rest, size, long_head = [], 0, None
+
         with self._open() as f:
             if self._spool is not None:
                 f.seek(0)
-            rest = b""
             while True:
-                chunk = f.read(1 << 16)
+                chunk = f.read(1 << 20)
                 if not chunk:
                     break
-                parts = (rest + chunk).split(sep)
-                rest = parts.pop()
-                for line in parts:
-                    yield from self._sample(line)
-            yield from self._sample(rest)
+                if chunk[:1] == sep:   # the line carried over from the last chunk ended with it
+                    yield from finish()
+                if not chunk.strip(sep):   # only separators (a sparse file read with --null): fast
+                    line_no += len(chunk)
+                    continue
+                pos = 0
+                for m in token.finditer(chunk):
+                    a, b = m.span()
+                    if a > pos or (a == 0 and not rest and long_head is None):
+                        line_no += chunk.count(sep, pos, a)
+                        first = line_no
+                    piece = chunk[a:b]
+                    if long_head is None and size + len(piece) > MAX_LIST_LINE:
+                        long_head, rest, size = (b"".join(rest) + piece)[:80], [], 0
+                    elif long_head is None:
+                        rest.append(piece)
+                        size += len(piece)
+                    pos = b
+                    if b < len(chunk):   # the line ends in this chunk
+                        yield from finish()
+                line_no += chunk.count(sep, pos)
+            yield from finish()
+
+    def _too_long(self, line_no: int, head: bytes) -> Sample:
+        key = f"{self.name}:{line_no}"
+        hint = "" if self.null else " (a list without newlines? --null reads NUL-separated lists)"
+        return Sample(key, error=f"{key}: a line longer than {MAX_LIST_LINE:,} bytes is no file name (it begins "
+                                 f"{head[:40]!r}...); skipped{hint}")
 
     def _sample(self, line: bytes) -> Iterator[Sample]:
         if not self.null:
             line = line.rstrip(b"\r")
+            if b"\0" in line:   # no file name holds one
+                shown = os.fsdecode(line[:60].replace(b"\0", b"?"))
+                key = f"{self.name}: {shown}"
+                yield Sample(key, error=f"{key}...: a line with a NUL byte is no file name; skipped (pass "
+                                        "--null for a NUL-separated list)")
+                return
         if line.strip():
             p = os.fsdecode(line)
             yield Sample(p, path=p)
@@ -130,13 +184,18 @@ class TarShard(Source):
     def __init__(self, path: str):
         self.path = path
         self._skipped = 0
+        self._odd: dict = {}
 
     @property
     def skipped(self) -> dict:
-        return {f"{self.path}: samples without an image member": self._skipped} if self._skipped else {}
+        out = {f"{self.path}: samples without an image member": self._skipped} if self._skipped else {}
+        for kind, n in sorted(self._odd.items()):
+            out[f"{self.path}: members that are {kind}, not files (never read)"] = n
+        return out
 
     def samples(self) -> Iterator[Sample]:
         self._skipped = 0
+        self._odd: dict = {}   # members that are not regular files, by kind
         compressed = self.path.lower().endswith(COMPRESSED_TAR_SUFFIXES)
         try:
             raw = open_regular(self.path, what="a tar file")   # never blocks on a FIFO
@@ -164,17 +223,25 @@ class TarShard(Source):
                         break
                     if not compressed:
                         tf.members.clear()  # headers only: keep memory flat over long tars
-                    if not m.isfile():
-                        continue
-                    key, ext = _split_key(m.name)
+                    kind = None if m.isfile() else _member_kind(m)
+                    key, ext = _split_key(m.name.rstrip("/"))
+                    if kind == "folders" and ext not in _IMAGE_EXTS:
+                        self._odd[kind] = self._odd.get(kind, 0) + 1
+                        continue   # the tar's structure
                     if key != current:
                         if current is not None and not found:
                             self._skipped += 1
                         current, found = key, False
                     if found or ext not in _IMAGE_EXTS:
+                        if kind is not None:
+                            self._odd[kind] = self._odd.get(kind, 0) + 1
                         continue
                     found = True
-                    if compressed:
+                    if kind is not None:   # an image by its name: a row that says why it was not read
+                        target = f" (to {m.linkname!r})" if m.issym() or m.islnk() else ""
+                        yield Sample(key, error=f"{self.path}: member {m.name!r} is a {kind[:-1]}{target}, not a "
+                                                "file; only regular members are read")
+                    elif compressed:
                         f = tf.extractfile(m)
                         yield Sample(key, data=f.read() if f is not None else b"")
                     else:
@@ -184,6 +251,21 @@ class TarShard(Source):
             return
         if current is not None and not found:
             self._skipped += 1
+
+
+def _member_kind(m: "tarfile.TarInfo") -> str:
+    """What a tar member that is not a regular file is, as a plural noun."""
+    if m.isdir():
+        return "folders"
+    if m.issym():
+        return "symbolic links"
+    if m.islnk():
+        return "hard links"
+    if m.ischr() or m.isblk():
+        return "devices"
+    if m.isfifo():
+        return "FIFOs"
+    return "other special members"
 
 
 def _split_key(name: str) -> Tuple[str, str]:
