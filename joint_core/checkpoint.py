@@ -195,9 +195,26 @@ def load_model(directory: PathLike, verify: bool = True) -> JointModel:
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     state = read_weights(directory / WEIGHTS_NAME, verify=verify)
+    # the model is first built on the meta device (no memory) and checked against the weights,
+    # so that a config asking for an enormous model, or one timm cannot build, is a named error
+    try:
+        with torch.device("meta"):
+            skeleton = JointModel(config)
+    except (ConfigError, ValueError, TypeError, RuntimeError, KeyError, AssertionError) as e:
+        raise CheckpointError(f"{cfg_path}: cannot build the model it describes ({_first_line(e)})") from None
+    try:
+        check_fits(state, skeleton)
+    except WeightMappingError as e:
+        raise CheckpointError(f"{directory / WEIGHTS_NAME}: weights do not fit the model in config.json: {e}"
+                              ) from None
     model = JointModel(config)
     load_state_strict(model, state, str(directory / WEIGHTS_NAME))
     return model.eval()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------------------------

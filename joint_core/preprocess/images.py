@@ -519,8 +519,8 @@ def _pil_high_depth(img: Any, source: str, limits: ImageLimits) -> Tensor:
 def _numpy_to_tensor(arr: np.ndarray, label: str) -> Tensor:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
-    if arr.dtype == np.uint16:
-        return torch.from_numpy(arr.astype(np.float32) / 65535.0)
+    if arr.dtype == np.uint16:   # np.asarray: a 0-d array divides to a numpy scalar
+        return torch.from_numpy(np.asarray(arr.astype(np.float32) / np.float32(65535.0)))
     if arr.dtype.kind not in "uif":
         raise ImageInputError(f"{label}: unsupported array dtype {arr.dtype}")
     if arr.dtype.kind in "ui" and arr.dtype != np.uint8:

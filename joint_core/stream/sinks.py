@@ -169,7 +169,22 @@ def _jsonl_record(line: bytes, where: str, extra: Tuple[str, ...] = ()) -> Dict[
         raise OutputError(f"{where}: not a JSON line ({e})") from None
     if not isinstance(rec, dict) or "source" not in rec:
         raise OutputError(f"{where}: not a score record (no 'source')")
-    return _with_extra(clean_record(rec), rec, extra, where)
+    return _with_extra(_typed(rec, where), rec, extra, where)
+
+
+def _typed(rec: Dict[str, Any], where: Any) -> Dict[str, Any]:
+    """``clean_record`` of a record read from a file, whose types anyone may have edited: a
+    text ``source``, numbers (or null) for the scores, text (or null) for ``error``/``warning``."""
+    if not isinstance(rec.get("source"), str):
+        raise OutputError(f"{where}: 'source' should be text, found {type(rec.get('source')).__name__}")
+    for k in AXES:
+        v = rec.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise OutputError(f"{where}: {k!r} should be a number or null, found {json.dumps(v, default=str)[:40]}")
+    for k in ("error", "warning"):
+        if rec.get(k) is not None and not isinstance(rec.get(k), str):
+            raise OutputError(f"{where}: {k!r} should be text or null, found {type(rec.get(k)).__name__}")
+    return clean_record(rec)
 
 
 def _with_extra(clean: Dict[str, Any], rec: Dict[str, Any], extra: Tuple[str, ...], where: Any) -> Dict[str, Any]:
@@ -315,7 +330,7 @@ def _json_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, Any]]
     for i, rec in enumerate(data):
         if not isinstance(rec, dict) or "source" not in rec:
             raise OutputError(f"{p}: not a joint score file (an entry has no 'source')")
-        yield _with_extra(clean_record(rec), rec, extra, f"{p}, entry {i}")
+        yield _with_extra(_typed(rec, f"{p}, entry {i}"), rec, extra, f"{p}, entry {i}")
 
 
 def _parquet_parts(d: Path) -> List[Path]:
@@ -354,7 +369,7 @@ def _parquet_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, An
                     rec = {k: data[k][i] for k in cols if k != "source_bytes"}
                     if raw[i] is not None:
                         rec["source"] = raw[i].decode("utf-8", "surrogateescape")
-                    yield _with_extra(clean_record(rec), rec, extra, f)
+                    yield _with_extra(_typed(rec, f"{f}, row {i}"), rec, extra, f)
         except OutputError:
             raise
         except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file

@@ -296,8 +296,11 @@ class Table(Source):
 
     def _columns(self) -> List[str]:
         if self.kind == "csv":
-            with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-                return next(csv.reader(f, dialect=self._dialect()), [])
+            try:
+                with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+                    return next(csv.reader(f, dialect=self._dialect()), [])
+            except csv.Error as e:
+                raise InputError(f"{self.path}: its first row is not a CSV header ({e})") from None
         pq = _pyarrow_parquet()
         try:
             return list(pq.ParquetFile(self.path).schema_arrow.names)
@@ -315,20 +318,35 @@ class Table(Source):
 
     def _csv_samples(self) -> Iterator[Sample]:
         with open(self.path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-            for row_no, row in enumerate(csv.DictReader(f, dialect=self._dialect())):
-                yield self._sample(row.get(self.column), row.get(self.id_column) if self.id_column else None,
-                                   row_no)
+            reader = csv.DictReader(f, dialect=self._dialect())
+            row_no = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as e:   # a cell beyond the csv module's limit: that row only
+                    yield Sample(f"{self.path}#{row_no}", error=f"{self.path}#{row_no} (line {reader.line_num}): "
+                                                                f"not a CSV row ({e})")
+                else:
+                    yield self._sample(row.get(self.column), row.get(self.id_column) if self.id_column else None,
+                                       row_no)
+                row_no += 1
 
     def _parquet_samples(self) -> Iterator[Sample]:
         pq = _pyarrow_parquet()
         cols = [self.column] + ([self.id_column] if self.id_column else [])
         row_no = 0
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=256, columns=cols):
-            values = batch.column(0).to_pylist()
-            ids = batch.column(1).to_pylist() if self.id_column else [None] * len(values)
-            for v, key in zip(values, ids):
-                yield self._sample(v, key, row_no)
-                row_no += 1
+        try:
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=256, columns=cols):
+                values = batch.column(0).to_pylist()
+                ids = batch.column(1).to_pylist() if self.id_column else [None] * len(values)
+                for v, key in zip(values, ids):
+                    yield self._sample(v, key, row_no)
+                    row_no += 1
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a damaged file
+            yield Sample(f"{self.path}#{row_no}", error=f"{self.path}: damaged after row {row_no} ({e}); "
+                                                        "the rows after it are lost")
 
     def _sample(self, value, key, row_no: int) -> Sample:
         where = f"{self.path}#{row_no}"
