@@ -777,3 +777,71 @@ def test_fuzz_comfyui_node_inputs(tmp_path, tiny_model_dir):
                     assert msg.startswith(title), msg
 
         check()
+
+
+# --------------------------------------------------------------------------------------------
+# what the fuzzing found, kept as plain regression tests (each failed before its fix)
+# --------------------------------------------------------------------------------------------
+
+
+def test_found_zero_dim_uint16_array_is_an_item_error():
+    items = collect_images(np.array(7, dtype=np.uint16))
+    assert len(items) == 1 and not items[0].ok and "input 0" in items[0].error
+
+
+@pytest.mark.parametrize("fmt", [".jsonl", ".json"])
+def test_found_score_rows_of_the_wrong_types_are_named(tmp_path, fmt):
+    p = tmp_path / f"s{fmt}"
+    rec = {"source": "a.png", "technical": "high", "rationality": 1, "naturalness": 2, "error": None}
+    p.write_text(json.dumps([rec]) if fmt == ".json" else json.dumps(rec) + "\n")
+    with pytest.raises(OutputError, match="'technical' should be a number"):
+        list(read_rows(str(p)))
+    rec.update(technical=1.0, source=5)
+    p.write_text(json.dumps([rec]) if fmt == ".json" else json.dumps(rec) + "\n")
+    with pytest.raises(OutputError, match="'source' should be text"):
+        list(read_rows(str(p)))
+
+
+def test_found_csv_table_cell_past_the_csv_limit_loses_only_its_row(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text('image,id\na.png,1\n"' + "x" * 200_000 + '",2\nb.png,3\n')
+    got = list(Table(str(p), "image", "id").samples())
+    assert [s.path for s in got] == ["a.png", None, "b.png"]
+    assert str(p) in got[1].error and "field limit" in got[1].error
+    bad_header = tmp_path / "h.csv"
+    bad_header.write_text('"' + "x" * 200_000 + '"\n')
+    with pytest.raises(InputError, match="h.csv"):
+        Table(str(bad_header), "image")
+
+
+def test_found_damaged_parquet_table_keeps_the_rows_before_the_damage(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"image": [f"{i}.png" for i in range(600)]}), p, row_group_size=256)
+    meta = pq.ParquetFile(p).metadata
+    start = meta.row_group(2).column(0).data_page_offset   # damage the last row group's data page
+    data = bytearray(p.read_bytes())
+    data[start + 10:start + 60] = b"\xff" * 50
+    p.write_bytes(bytes(data))
+    got = list(Table(str(p), "image").samples())
+    assert [s.path for s in got[:512]] == [f"{i}.png" for i in range(512)]
+    assert got[-1].error and str(p) in got[-1].error
+
+
+def test_found_a_config_timm_cannot_build_names_the_folder(tmp_path, tiny_model_dir):
+    from joint_core import NaturalnessScorer
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["technical"]["backbone"] = "pooled"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"config\.json: cannot build .*pooled"):
+        NaturalnessScorer.from_pretrained(d, device="cpu")
+    cfg["technical"]["backbone"] = json.loads((tiny_model_dir / "config.json").read_text())["technical"]["backbone"]
+    cfg["technical"]["head_hidden"] = 100_000   # an enormous head the weights do not have: refused unbuilt
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        NaturalnessScorer.from_pretrained(d, device="cpu")
