@@ -257,6 +257,8 @@ class FilterByNaturalness:
             threshold = check_threshold(threshold)
         except ValueError as e:
             raise ValueError(f"{node}: {e}") from None
+        if threshold is None:   # the keep() API's "no threshold"; the node's FLOAT input needs a number
+            raise ValueError(f"{node}: input 'threshold' must be a number, got None")
         if if_empty not in IF_EMPTY:
             raise ValueError(f"{node}: if_empty must be one of {IF_EMPTY}, got {if_empty!r}")
         batch_size = _whole(batch_size, "batch_size", node)

@@ -300,10 +300,24 @@ def _histogram_svg(axis: str, values: List[float], lo: float, hi: float) -> str:
             f'class="axis"/>{"".join(bars)}{ticks}</svg></figure>')
 
 
+MAX_TICKS = 9
+
+
 def _ticks(lo: float, hi: float) -> List[float]:
-    step = 0.5 if hi - lo <= 3 else 1.0
+    """Axis labels: every 0.5 or 1 on a score scale, a round step (1, 2 or 5 x 10^k) that
+    gives at most MAX_TICKS labels on any other range (a file with a score of 1.7e10)."""
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return []
+    step = 0.5 if span <= 3 else 1.0
+    while span / step > MAX_TICKS - 1:
+        for m in (2, 2.5, 2):   # 1 -> 2 -> 5 -> 10 -> ...
+            step *= m
+            if span / step <= MAX_TICKS - 1:
+                break
     first = math.ceil(lo / step) * step
-    return [round(first + i * step, 2) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    ticks = (float(f"{first + i * step:.12g}") for i in range(max(0, int((hi - first) / step + 1e-9) + 1)))
+    return [t for t in ticks if lo <= t <= hi]
 
 
 def _groups_html(groups: List[GroupStats], grouped_by: str, level: float) -> str:
@@ -331,7 +345,7 @@ def _groups_plot(groups: List[GroupStats], level: float) -> str:
         x0 = label_w + k * (panel_w + gap)
         vals = [v for g in groups for v in (g.axes[ax].low, g.axes[ax].high, g.axes[ax].mean) if math.isfinite(v)]
         lo, hi = (min(vals), max(vals)) if vals else (1.0, 5.0)
-        span = max(hi - lo, 0.05)
+        span = max(hi - lo, 0.05, abs(hi) * 1e-9)   # (at 7e13, 0.05 is below float resolution)
         lo, hi = lo - 0.1 * span, hi + 0.1 * span
 
         def x(v: float, x0: int = x0, lo: float = lo, hi: float = hi) -> float:

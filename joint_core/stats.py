@@ -88,7 +88,7 @@ def histogram(values: Any, bins: int = 20, lo: float = math.nan, hi: float = mat
     x = finite(values)
     lo = float(x.min()) if math.isnan(lo) and x.size else (0.0 if math.isnan(lo) else lo)
     hi = float(x.max()) if math.isnan(hi) and x.size else (lo + 1.0 if math.isnan(hi) else hi)
-    if hi <= lo:
-        hi = lo + 1.0
+    if not hi > lo:
+        hi = lo + max(1.0, abs(lo) * 1e-9)   # (lo + 1.0 == lo for |lo| > 2**53)
     counts, edges = np.histogram(np.clip(x, lo, hi), bins=int(bins), range=(lo, hi))
     return [int(c) for c in counts], [float(e) for e in edges]

@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - psutil is in the dev extra
 _COMMON = dict(deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
-settings.register_profile("ci", derandomize=True, max_examples=300, **_COMMON)
+settings.register_profile("ci", derandomize=True, max_examples=600, **_COMMON)
 settings.register_profile("long", derandomize=False, max_examples=1500, **_COMMON)
 settings.load_profile(os.environ.get("JOINT_FUZZ_PROFILE", "ci"))
 

@@ -764,3 +764,6 @@ def test_int_inputs_are_whole_numbers_named_by_the_node(model):
         nodes.ScoreNaturalness().score(model, [images], batch_size=[0])
     with pytest.raises(ValueError, match=r"Filter by Naturalness.*'batch_size'"):
         nodes.FilterByNaturalness().filter(model, images, "technical", 3.0, batch_size=2.5)
+    for batch in (images, images[:0]):   # found by the fuzz suite: a raw format error on None
+        with pytest.raises(ValueError, match=r"Filter by Naturalness: input 'threshold' must be a number"):
+            nodes.FilterByNaturalness().filter(model, batch, "technical", None)

@@ -128,8 +128,7 @@ def arrays_and_tensors(draw):
         return arr
     if kind == "list":
         return [arr, np.zeros((8, 8, 3), np.uint8)]
-    t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.dtype != np.uint16 else torch.from_numpy(
-        arr.astype(np.int32))
+    t = torch.from_numpy((arr if arr.dtype != np.uint16 else arr.astype(np.int32)).copy(order="C"))
     if kind == "torch bf16" and t.is_floating_point():
         t = t.to(torch.bfloat16)
     if kind == "torch channels_last" and t.dim() == 4:
@@ -729,7 +728,7 @@ def test_fuzz_comfyui_node_inputs(tmp_path, tiny_model_dir):
             obj = draw(arrays_and_tensors())
             if isinstance(obj, list):
                 obj = obj[0]
-            return torch.from_numpy(np.ascontiguousarray(obj)) if isinstance(obj, np.ndarray) else obj
+            return torch.from_numpy(obj.copy(order="C")) if isinstance(obj, np.ndarray) else obj
         b, h, w = draw(st.integers(0, 5)), draw(st.integers(1, 40)), draw(st.integers(1, 40))
         c = draw(st.sampled_from([3, 3, 1, 4]))
         x = torch.rand(b, h, w, c, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
@@ -789,6 +788,15 @@ def test_found_zero_dim_uint16_array_is_an_item_error():
     assert len(items) == 1 and not items[0].ok and "input 0" in items[0].error
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_found_reversed_one_element_views_are_read(dtype):
+    """numpy calls a reversed view of one element contiguous, but its stride stays negative."""
+    items = collect_images(np.zeros(1, dtype)[::-1])   # not an image: a named error, no ValueError
+    assert len(items) == 1 and not items[0].ok
+    img = np.zeros((1, 8, 3), dtype)[::-1]   # one row: an image
+    assert collect_images(img)[0].ok
+
+
 @pytest.mark.parametrize("fmt", [".jsonl", ".json"])
 def test_found_score_rows_of_the_wrong_types_are_named(tmp_path, fmt):
     p = tmp_path / f"s{fmt}"
@@ -828,6 +836,17 @@ def test_found_damaged_parquet_table_keeps_the_rows_before_the_damage(tmp_path):
     got = list(Table(str(p), "image").samples())
     assert [s.path for s in got[:512]] == [f"{i}.png" for i in range(512)]
     assert got[-1].error and str(p) in got[-1].error
+
+
+def test_found_parquet_keeps_messages_that_quote_names_not_utf8(tmp_path):
+    pytest.importorskip("pyarrow")
+    p = tmp_path / "s.parquet"
+    bad = os.fsdecode(b"/imgs/\xff.png")
+    write_rows(str(p), iter([{"source": bad, "technical": None, "rationality": None, "naturalness": None,
+                              "error": f"{bad}: cannot read", "warning": f"{bad}: flagged"}]))
+    (row,) = read_rows(str(p))
+    assert row["source"] == bad
+    assert row["error"] == "/imgs/\\xff.png: cannot read" and row["warning"] == "/imgs/\\xff.png: flagged"
 
 
 def test_found_a_config_timm_cannot_build_names_the_folder(tmp_path, tiny_model_dir):

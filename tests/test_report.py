@@ -240,3 +240,28 @@ def test_names_that_are_not_utf8_come_back_from_the_score_table(tmp_path, photos
         os.path.join(d, n) for n in (b"bad-\xff\xfe.png", b"ok.png", os.path.join(b"sub-\xff", b"x.png")))
     assert all(r["thumb"] for r in rows)                        # the files were found by those names
     assert "broken-\\udcff.png" in out.read_text(encoding="utf-8")   # listed, escaped
+
+
+def test_histogram_ticks_stay_few_on_any_range():
+    """Found by the fuzz suite: a score file holding a score of 1.7e10 made the report build
+    billions of axis labels (a hang)."""
+    from joint_core.report import MAX_TICKS, _ticks
+
+    assert _ticks(1.0, 5.0) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert _ticks(1.0, 3.0) == [1.0, 1.5, 2.0, 2.5, 3.0]
+    for lo, hi in ((0.0, 16989336576.0), (-1e300, 1e300), (-3.0, 12.0), (1e-9, 2e-9)):
+        ticks = _ticks(lo, hi)
+        assert 0 < len(ticks) <= MAX_TICKS or hi - lo < 0.5, (lo, hi, ticks)
+        assert all(lo <= t <= hi for t in ticks)
+    assert _ticks(2.0, 2.0) == [] and _ticks(0.0, float("inf")) == []
+
+
+def test_report_of_scores_beyond_float_resolution(tmp_path):
+    """Found by the fuzz suite: one score of 7e13 made the group plot divide by zero."""
+    from joint_core.cli import main
+
+    p = tmp_path / "s.csv"
+    p.write_text("source,technical,rationality,naturalness,error,warning\n"
+                 "a.png,0.0,0.0,70368752566272.0,,\nb.png,0.0,0.0,70368752566272.0,,\n")
+    assert main(["report", str(p), "--out", str(tmp_path / "r.html")]) == 0
+    assert "70368752566272" in (tmp_path / "r.html").read_text()

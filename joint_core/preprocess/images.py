@@ -520,7 +520,7 @@ def _numpy_to_tensor(arr: np.ndarray, label: str) -> Tensor:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype == np.uint16:   # np.asarray: a 0-d array divides to a numpy scalar
-        return torch.from_numpy(np.asarray(arr.astype(np.float32) / np.float32(65535.0)))
+        return torch.from_numpy(np.array(arr / np.float32(65535.0), dtype=np.float32, order="C"))
     if arr.dtype.kind not in "uif":
         raise ImageInputError(f"{label}: unsupported array dtype {arr.dtype}")
     if arr.dtype.kind in "ui" and arr.dtype != np.uint8:
@@ -529,7 +529,11 @@ def _numpy_to_tensor(arr: np.ndarray, label: str) -> Tensor:
                                   "0..255; pass uint8, uint16 or floats in [0, 1]")
         arr = arr.astype(np.uint8)
     arr = np.ascontiguousarray(arr)
-    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # read-only arrays (np.asarray(PIL))
+    if not arr.flags.writeable or any(s < 0 for s in arr.strides):
+        # read-only arrays (np.asarray(PIL)); a reversed one-element view counts as contiguous
+        # to numpy but keeps its negative stride, which torch refuses
+        arr = np.array(arr, order="C")
+    return torch.from_numpy(arr)
 
 
 def _check_tensor(t: Tensor, label: str) -> Tensor:

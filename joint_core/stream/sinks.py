@@ -735,6 +735,8 @@ class Sink:
         raw = [_raw_name(s) for s in cols["source"]]
         cols["source"] = [s if b is None else b.decode("utf-8", "backslashreplace")
                           for s, b in zip(cols["source"], raw)]
+        for k in ("error", "warning"):   # messages that quote a name that is not UTF-8
+            cols[k] = [_utf8_text(m) for m in cols[k]]
         table = pa.table({
             "source": pa.array(cols["source"], pa.string()),
             "technical": pa.array(cols["technical"], pa.float64()),
@@ -776,6 +778,12 @@ def _raw_name(s: str) -> Optional[bytes]:
         return None
     except UnicodeEncodeError:
         return s.encode("utf-8", "surrogateescape") if _only_escapes(s) else s.encode("utf-8", "surrogatepass")
+
+
+def _utf8_text(s: Optional[str]) -> Optional[str]:
+    """``s`` as text Parquet can store: the bytes of surrogate escapes as ``\\xff``."""
+    raw = _raw_name(s) if s is not None else None
+    return s if raw is None else raw.decode("utf-8", "backslashreplace")
 
 
 def _only_escapes(s: str) -> bool:
