@@ -473,3 +473,22 @@ def test_cli_prints_a_split_warning_once_in_one_line(synthetic, tmp_path, capsys
                        "--cache", str(root / "cache"), "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert err.count("train: warning: data synth: no content groups") == 1 and "UserWarning" not in err
+
+
+def test_model_card_names_each_branch_head_and_its_data():
+    """Issue 21 item 4: the card pairs each branch with its own head, and does not say the
+    technical branch never saw generations when AGIQA-3K trained it."""
+    from joint_core.config import get_preset
+    from train.export import _data_limits, _describe_heads
+
+    cfg = get_preset("tiny-test")
+    cfg.technical.head_input, cfg.technical.head_activation = "tokens", "none"
+    cfg.rationality.head_input, cfg.rationality.head_activation = "stages", "relu"
+    text = _describe_heads(cfg)
+    assert text.index("technical") < text.index("token statistics") < text.index("rationality") \
+        < text.index("two-layer head on multi-level")
+    cfg.rationality.head_input, cfg.rationality.head_activation = "tokens", "none"
+    assert _describe_heads(cfg).startswith("each followed by a linear head on token")
+    both = _data_limits({"data": [{"kind": "clive"}, {"kind": "agiqa3k"}]})
+    assert "not from AI-generated" not in both and "AGIQA-3K" in both and "CLIVE" in both
+    assert "not from AI-generated" in _data_limits({"data": [{"kind": "clive"}]})

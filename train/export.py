@@ -25,9 +25,9 @@ CARD_TEMPLATE = """# {name}
 {description}
 
 - **Architecture.** Technical branch `{tech}` ({tech_input}), rationality branch `{rat}`
-  ({rat_input}), each followed by {heads}.
+  ({rat_input}); {heads}.
   `naturalness = {w_t:.4f} * technical + {w_r:.4f} * rationality {b_sign} {b_abs:.4f}`.
-  {params:,} parameters, {size_mb:.1f} MB on disk ({dtype}).
+  {params:,} parameters, {size_mb:.1f} MiB on disk ({dtype}).
 - **Default ranking.** {ranking}
 - **Scale.** Higher is better. {scale}
 - **Training data.** {data}
@@ -65,6 +65,9 @@ DATA_LIMITS = {
              "real photographs. Generators, styles and resolutions far from these are out of distribution.",
     "clive": "The technical branch learned from CLIVE smartphone photographs (authentic camera distortions), "
              "not from AI-generated images. Generation artifacts reach it only through the fusion.",
+    # CLIVE beside AI-generated ratings: the technical branch saw both kinds
+    "clive+generated": "The technical branch also learned from CLIVE smartphone photographs (authentic camera "
+                       "distortions), so it rates photographs as well as generations.",
     "agin": "It learned from AGIN (AI-generated images of 2023-era generators); newer generators may be "
             "out of distribution.",
     "agiqa3k": "The technical branch learned AI-generated image quality from AGIQA-3K: 2,982 images of 300 "
@@ -220,6 +223,8 @@ def _data_limits(recipe: dict) -> str:
     import textwrap
 
     kinds = dict.fromkeys(d["kind"] for d in recipe["data"] if d["kind"] in DATA_LIMITS)
+    if "clive" in kinds and ("agiqa3k" in kinds or "agin" in kinds):
+        kinds = {("clive+generated" if k == "clive" else k): None for k in kinds}
     return "".join(textwrap.fill(DATA_LIMITS[k], 96, initial_indent="- ", subsequent_indent="  ") + "\n"
                    for k in kinds)
 
@@ -228,9 +233,14 @@ def _describe_heads(cfg) -> str:
     inputs = {"stages": "multi-level feature statistics", "pooled": "the pooled features",
               "logits": "the ImageNet logits",
               "tokens": "token statistics (per block: class token, patch-token mean and std)"}
-    kinds = sorted({(b.head_input, b.head_activation) for b in (cfg.technical, cfg.rationality)})
-    return " / ".join(("a linear head" if act == "none" else "a two-layer head") + f" on {inputs.get(inp, inp)}"
-                      for inp, act in kinds)
+    def head(b) -> str:
+        return ("a linear head" if b.head_activation == "none" else "a two-layer head") + \
+            f" on {inputs.get(b.head_input, b.head_input)}"
+
+    tech, rat = head(cfg.technical), head(cfg.rationality)
+    if tech == rat:
+        return f"each followed by {tech}"
+    return f"the technical branch followed by {tech}, the rationality branch by {rat}"
 
 
 def _describe_scale(recipe: dict) -> str:
