@@ -212,13 +212,21 @@ def _natural_key(text: str):
 def locate(source: str, bases: Sequence[Path]) -> Optional[Path]:
     """The image file a table's ``source`` names: as it stands, else under each of ``bases``."""
     p = Path(source)
-    if p.is_file():
+    if _is_file(p):
         return p
     if not p.is_absolute():
         for base in bases:
-            if (base / p).is_file():
+            if _is_file(base / p):
                 return base / p
     return None
+
+
+def _is_file(p: Path) -> bool:
+    """``p.is_file()``, False for a name no file can have (too long: ENAMETOOLONG, a NUL byte)."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def thumbnail(path: Union[str, os.PathLike], size: int = 160, quality: int = 75) -> str:

@@ -265,3 +265,16 @@ def test_report_of_scores_beyond_float_resolution(tmp_path):
                  "a.png,0.0,0.0,70368752566272.0,,\nb.png,0.0,0.0,70368752566272.0,,\n")
     assert main(["report", str(p), "--out", str(tmp_path / "r.html")]) == 0
     assert "70368752566272" in (tmp_path / "r.html").read_text()
+
+
+def test_report_and_filter_of_names_too_long_for_a_file(tmp_path, capsys):
+    """Found by the fuzz suite in CI: a 300-character id made os.stat raise ENAMETOOLONG."""
+    from joint_core.cli import main
+
+    p = tmp_path / "s.csv"
+    long = "x" * 300
+    p.write_text(f"source,technical,rationality,naturalness,error,warning\n{long},1.0,2.0,3.0,,\na.png,1,2,3,,\n")
+    assert main(["report", str(p), "--out", str(tmp_path / "r.html")]) == 0
+    code = main(["filter", str(p), "--min", "naturalness=0", "--to", str(tmp_path / "kept")])
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2) and "Traceback" not in err and long[:40] in err

@@ -181,8 +181,11 @@ def _place(sources: List[str], all_sources: List[str], args: argparse.Namespace,
     problems: List[str] = []
     verb = {"copy": "copied", "hardlink": "hard-linked", "symlink": "symlinked"}[args.mode]
     for src in sources:
-        s = Path(src)
-        if not s.is_file():
+        try:
+            is_file = Path(src).is_file()
+        except (OSError, ValueError):   # a name no file can have (too long, a NUL byte)
+            is_file = False
+        if not is_file:
             problems.append(f"{src}: not a file (only image files can be {verb}; list ids with --mode list)")
             continue
         absolute = Path(os.path.abspath(src))
