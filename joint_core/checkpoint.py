@@ -29,6 +29,7 @@ from .backbones import (WeightMappingError, check_fits, strip_prefix,
 from .config import (CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets,
                      read_config_text)
 from .model import JointModel
+from .preprocess.images import first_line
 
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -168,13 +169,20 @@ def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]
     return state
 
 
-def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                      target: str = "the model in config.json") -> None:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error."""
+def check_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                target: str = "the model in config.json") -> None:
+    """A CheckpointError naming ``source`` unless ``state`` fills ``model`` exactly (which may
+    be a model on the meta device: only names and shapes are compared)."""
     try:
         check_fits(state, model)
     except WeightMappingError as e:
         raise CheckpointError(f"{source}: weights do not fit {target}: {e}") from None
+
+
+def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                      target: str = "the model in config.json") -> None:
+    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error."""
+    check_state(model, state, source, target)
     model.load_state_dict(state, strict=True)
 
 
@@ -201,20 +209,11 @@ def load_model(directory: PathLike, verify: bool = True) -> JointModel:
         with torch.device("meta"):
             skeleton = JointModel(config)
     except (ConfigError, ValueError, TypeError, RuntimeError, KeyError, AssertionError) as e:
-        raise CheckpointError(f"{cfg_path}: cannot build the model it describes ({_first_line(e)})") from None
-    try:
-        check_fits(state, skeleton)
-    except WeightMappingError as e:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME}: weights do not fit the model in config.json: {e}"
-                              ) from None
+        raise CheckpointError(f"{cfg_path}: cannot build the model it describes ({first_line(e)})") from None
+    check_state(skeleton, state, str(directory / WEIGHTS_NAME))
     model = JointModel(config)
-    load_state_strict(model, state, str(directory / WEIGHTS_NAME))
+    model.load_state_dict(state, strict=True)
     return model.eval()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------------------------

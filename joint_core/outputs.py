@@ -45,6 +45,15 @@ def parent_problem(path: PathLike) -> Optional[str]:
     return None
 
 
+def is_file(path: PathLike) -> bool:
+    """``Path(path).is_file()``, False for a name no file can have (too long: ENAMETOOLONG, a
+    NUL byte), which ``is_file`` raises for: ids in score files are anyone's text."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def special_kind(path: PathLike) -> Optional[str]:
     """``"FIFO"``, ``"socket"``, ``"device"`` for such a file at ``path`` (links followed), else None."""
     import stat

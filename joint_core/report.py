@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
-from .outputs import existing_output, input_conflict, publish
+from .outputs import existing_output, input_conflict, is_file, publish
 from .result import AXES
 from .stream.sinks import TEXT_FIELDS, csv_uncell
 from .stats import MeanInterval, bootstrap_mean, histogram
@@ -212,21 +212,13 @@ def _natural_key(text: str):
 def locate(source: str, bases: Sequence[Path]) -> Optional[Path]:
     """The image file a table's ``source`` names: as it stands, else under each of ``bases``."""
     p = Path(source)
-    if _is_file(p):
+    if is_file(p):
         return p
     if not p.is_absolute():
         for base in bases:
-            if _is_file(base / p):
+            if is_file(base / p):
                 return base / p
     return None
-
-
-def _is_file(p: Path) -> bool:
-    """``p.is_file()``, False for a name no file can have (too long: ENAMETOOLONG, a NUL byte)."""
-    try:
-        return p.is_file()
-    except (OSError, ValueError):
-        return False
 
 
 def thumbnail(path: Union[str, os.PathLike], size: int = 160, quality: int = 75) -> str:
@@ -318,11 +310,10 @@ def _ticks(lo: float, hi: float) -> List[float]:
     if not (math.isfinite(span) and span > 0):
         return []
     step = 0.5 if span <= 3 else 1.0
-    while span / step > MAX_TICKS - 1:
-        for m in (2, 2.5, 2):   # 1 -> 2 -> 5 -> 10 -> ...
-            step *= m
-            if span / step <= MAX_TICKS - 1:
-                break
+    least = span / (MAX_TICKS - 1)   # the smallest step that keeps to MAX_TICKS
+    if step < least:
+        magnitude = 10.0 ** math.floor(math.log10(least))
+        step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= least)
     first = math.ceil(lo / step) * step
     ticks = (float(f"{first + i * step:.12g}") for i in range(max(0, int((hi - first) / step + 1e-9) + 1)))
     return [t for t in ticks if lo <= t <= hi]

@@ -20,7 +20,7 @@ from .config import JointConfig, get_preset
 from .devices import pick_device, pick_dtype
 from .frozen import FrozenBranches
 from .model import JointModel, JointOutput
-from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images
+from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images, first_line
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
 from .preprocess.pipeline import Preprocessor
 from .result import ScoreResult, ScoringError, describe_by
@@ -367,7 +367,7 @@ class NaturalnessScorer:
             if _is_oom(e) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) == 1:
-                errors[idx[0]] = f"{batch[0].source}: scoring failed ({_first_line(e)})"
+                errors[idx[0]] = f"{batch[0].source}: scoring failed ({first_line(e)})"
                 nan = torch.full((1,), float("nan"))
                 return nan, nan, nan
         outs = [self._score_items([it], errors, [i]) for it, i in zip(batch, idx)]
@@ -402,8 +402,3 @@ def _signed(v: float) -> str:
 
 def _is_oom(e: BaseException) -> bool:
     return "out of memory" in str(e).lower()
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:300]

@@ -136,11 +136,6 @@ def arrays_and_tensors(draw):
     return t
 
 
-def _record(draw_text, draw_score):
-    return {"source": draw_text, "technical": draw_score, "rationality": draw_score, "naturalness": draw_score,
-            "error": None, "warning": None}
-
-
 scores = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32))
 records = st.builds(lambda s, t, r, n, e, w: {"source": s, "technical": t, "rationality": r, "naturalness": n,
                                              "error": e, "warning": w},

@@ -175,17 +175,15 @@ def _root(all_sources: List[str], given: Optional[str]) -> Path:
 
 def _place(sources: List[str], all_sources: List[str], args: argparse.Namespace, n_rows: int,
            n_failed: int) -> int:
+    from ..outputs import is_file
+
     dest_root = Path(args.to)
     root = _root(all_sources, args.root)
     done = already = 0
     problems: List[str] = []
     verb = {"copy": "copied", "hardlink": "hard-linked", "symlink": "symlinked"}[args.mode]
     for src in sources:
-        try:
-            is_file = Path(src).is_file()
-        except (OSError, ValueError):   # a name no file can have (too long, a NUL byte)
-            is_file = False
-        if not is_file:
+        if not is_file(src):
             problems.append(f"{src}: not a file (only image files can be {verb}; list ids with --mode list)")
             continue
         absolute = Path(os.path.abspath(src))

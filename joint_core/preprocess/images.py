@@ -352,7 +352,7 @@ def _decode(f: Any, name: str, limits: ImageLimits) -> Tuple[Tensor, Optional[st
     except UnidentifiedImageError:
         raise ImageInputError(f"{name}: not an image file, or a format Pillow cannot read") from None
     except Exception as e:  # any decoder failure (struct.error, IndexError, ...) is this file's fault
-        raise ImageInputError(f"{name}: cannot decode image ({type(e).__name__}: {_first_line(e)})") from None
+        raise ImageInputError(f"{name}: cannot decode image ({type(e).__name__}: {first_line(e)})") from None
 
 
 def load_one(obj: Union[str, os.PathLike, bytes, bytearray, memoryview], source: Optional[str] = None,
@@ -441,7 +441,7 @@ def _pil_image(img: Any, source: str, limits: ImageLimits, from_user: bool) -> T
     except ImageInputError:
         raise
     except Exception as e:  # noqa: BLE001 - a lazily opened truncated file, a closed image, ...
-        raise ImageInputError(f"{source}: cannot read image ({type(e).__name__}: {_first_line(e)})") from None
+        raise ImageInputError(f"{source}: cannot read image ({type(e).__name__}: {first_line(e)})") from None
 
 
 def _pil_image_unchecked(img: Any, source: str, limits: ImageLimits, from_user: bool
@@ -519,7 +519,7 @@ def _pil_high_depth(img: Any, source: str, limits: ImageLimits) -> Tensor:
 def _numpy_to_tensor(arr: np.ndarray, label: str) -> Tensor:
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
-    if arr.dtype == np.uint16:   # np.asarray: a 0-d array divides to a numpy scalar
+    if arr.dtype == np.uint16:   # np.array: a 0-d array divides to a numpy scalar, not an array
         return torch.from_numpy(np.array(arr / np.float32(65535.0), dtype=np.float32, order="C"))
     if arr.dtype.kind not in "uif":
         raise ImageInputError(f"{label}: unsupported array dtype {arr.dtype}")
@@ -560,7 +560,7 @@ def _split_batch(t: Tensor, label: str, layout: str, convention: str, limits: Im
     except ImageInputError as e:
         return [ImageItem(src, error=str(e))]
     except Exception as e:  # noqa: BLE001 - one odd tensor never takes the call down
-        return [ImageItem(src, error=f"{label}: cannot read tensor ({type(e).__name__}: {_first_line(e)})")]
+        return [ImageItem(src, error=f"{label}: cannot read tensor ({type(e).__name__}: {first_line(e)})")]
     items = []
     for i in range(batch.shape[0]):
         name = f"{label}[{i}]" if (t.dim() == 4) else label
@@ -571,7 +571,7 @@ def _split_batch(t: Tensor, label: str, layout: str, convention: str, limits: Im
             items.append(ImageItem(name, error=str(e)))
         except Exception as e:  # noqa: BLE001
             items.append(ImageItem(name, error=f"{name}: cannot read image ({type(e).__name__}: "
-                                               f"{_first_line(e)})"))
+                                               f"{first_line(e)})"))
     return items
 
 
@@ -835,6 +835,7 @@ def _scan_folder(root: str, recursive: bool) -> List[str]:
     return sorted(found)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), for one-line errors."""
     s = str(e).strip()
     return (s.splitlines()[0] if s else type(e).__name__)[:300]

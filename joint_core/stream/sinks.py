@@ -330,7 +330,8 @@ def _json_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, Any]]
     for i, rec in enumerate(data):
         if not isinstance(rec, dict) or "source" not in rec:
             raise OutputError(f"{p}: not a joint score file (an entry has no 'source')")
-        yield _with_extra(_typed(rec, f"{p}, entry {i}"), rec, extra, f"{p}, entry {i}")
+        where = f"{p}, entry {i}"
+        yield _with_extra(_typed(rec, where), rec, extra, where)
 
 
 def _parquet_parts(d: Path) -> List[Path]:
