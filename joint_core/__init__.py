@@ -16,13 +16,14 @@ from .config import (BranchConfig, CalibrationConfig, ConfigError, FusionConfig,
                      get_preset, list_presets, register_preset)
 from .model import JointModel, JointOutput, logistic4
 from .devices import pick_device, pick_dtype
+from .errors import JointError
 from .preprocess.images import AmbiguousLayoutWarning, FlaggedImageWarning, ImageInputError, ImageLimits
 from .result import AXES, ScoreResult, ScoringError, check_by, describe_by
 from .scorer import NaturalnessScorer
 
 __all__ = [
     "AXES", "AmbiguousLayoutWarning", "BranchConfig", "CalibrationConfig", "CheckpointError", "ConfigError",
-    "FlaggedImageWarning", "FusionConfig", "ImageInputError", "ImageLimits", "JointConfig", "JointModel",
+    "FlaggedImageWarning", "FusionConfig", "ImageInputError", "ImageLimits", "JointConfig", "JointError", "JointModel",
     "JointOutput", "LowFrequencyConfig", "ModelEntry", "NaturalnessScorer", "NoModelError", "PreprocessConfig",
     "RationalityInputConfig", "ScoreResult", "ScoringError", "TechnicalInputConfig", "check_by",
     "convert_official", "default_model_dir", "describe_by", "get_preset", "list_models", "list_presets",

@@ -14,12 +14,9 @@ import torch
 from torch import nn
 
 from .config import BranchConfig, ConfigError
+from .errors import WeightMappingError
 
 StateDict = Mapping[str, torch.Tensor]
-
-
-class WeightMappingError(ValueError):
-    """A foreign state dict does not fit the target model (names the offending tensors)."""
 
 
 def create_backbone(cfg: BranchConfig, pretrained: bool = False) -> Tuple[nn.Module, int]:

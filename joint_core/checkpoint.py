@@ -30,6 +30,7 @@ from .config import (CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, g
                      read_config_text)
 from .model import JointModel
 from .preprocess.images import first_line
+from .errors import CheckpointError, NoModelError
 
 WEIGHTS_NAME = "model.safetensors"
 MODEL_CARD_NAME = "MODEL_CARD.md"
@@ -39,14 +40,6 @@ ENV_HOME = "JOINT_HOME"
 SHIPPED_DEFAULT = Path(__file__).parent / "weights" / "default"
 
 PathLike = Union[str, os.PathLike]
-
-
-class CheckpointError(RuntimeError):
-    """A model that cannot be found, read or loaded; the message says which file and why."""
-
-
-class NoModelError(CheckpointError):
-    """No model was given and none could be found in the resolution order."""
 
 
 # --------------------------------------------------------------------------------------------

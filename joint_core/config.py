@@ -20,16 +20,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
 
 from .result import check_by
+from .errors import ConfigError
 
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot describe a working model (names the offending field)."""
 
 
 # --------------------------------------------------------------------------------------------

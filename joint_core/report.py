@@ -42,16 +42,13 @@ from .outputs import existing_output, input_conflict, is_file, publish
 from .result import AXES
 from .stream.sinks import TEXT_FIELDS, csv_uncell
 from .stats import MeanInterval, bootstrap_mean, histogram
+from .errors import ReportError
 
 SCORE_FORMATS = (".csv", ".jsonl", ".json")
 FOLDER = "folder"                  # group_by value: the folder each source is in
 AUTO = "auto"                      # group_by default: folders, when the sources span more than one
 HIST_BINS = 24
 AXIS_COLOURS = {"technical": "#4e79a7", "rationality": "#f28e2b", "naturalness": "#59a14f"}
-
-
-class ReportError(ValueError):
-    """A scores table the report cannot use; the message says what to change."""
 
 
 @dataclass

@@ -24,6 +24,8 @@ from typing import Any, Dict, Hashable, Iterator, List, Literal, Mapping, Option
 import torch
 from torch import Tensor
 
+from .errors import ScoringError  # noqa: F401 - its old home; defined in errors.py
+
 AXES = ("technical", "rationality", "naturalness")
 Axis = Literal["technical", "rationality", "naturalness"]
 By = Union[str, Mapping[str, float]]
@@ -252,11 +254,3 @@ class ScoreResult:
         n_flagged = int(self.flagged.sum())
         return (f"{n_ok}/{len(self)} images scored" + (f", {len(self.errors)} failed" if self.errors else "")
                 + (f", {n_flagged} flagged (ranked last)" if n_flagged else ""))
-
-
-class ScoringError(RuntimeError):
-    """Raised by ``score(..., on_error="raise")``; ``.result`` holds what was scored."""
-
-    def __init__(self, message: str, result: Optional[ScoreResult] = None):
-        super().__init__(message)
-        self.result = result

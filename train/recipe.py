@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from joint_core.config import ConfigError, JointConfig, build_dataclass, get_preset
+from joint_core.errors import JointError
 
 from .losses import LossConfig
 from .labels import LABELS
@@ -26,7 +27,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class RecipeError(ValueError):
+class RecipeError(JointError, ValueError):
     """A recipe that cannot be run (names the field or file)."""
 
 

@@ -4,7 +4,8 @@ Each subcommand is one module of this package with ``register(subparsers)`` (add
 and ``run(args) -> int``; :data:`COMMANDS` lists them in the order ``joint --help`` shows.
 
 Exit codes: 0 everything done; 1 some images could not be scored (the others were);
-2 nothing could be done (bad arguments, no model, no images).
+2 nothing could be done (bad arguments, no model, no images): any :class:`~joint_core.errors.JointError`
+that reaches :func:`main` is printed as one line and gives 2 - the one place errors become exit codes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from ..checkpoint import CheckpointError
-from ..config import ConfigError
+from ..errors import JointError
 from .common import EXIT_ERROR, safe_streams
 
 COMMANDS = ("score", "filter", "merge", "report", "convert", "info")
@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to tell the user how to resume
     try:
         return args.run(args)
-    except (CheckpointError, ConfigError) as e:
+    except JointError as e:
         print(f"joint: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from ..errors import ImageInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # image formats that folder mode finds but does not read: reported by name, never silently dropped
@@ -74,10 +75,6 @@ LAYOUTS = ("auto", "channels_first", "channels_last")
 # values a little outside [0, 1] (a VAE decode, a resampling overshoot) are clamped;
 # anything further out is an error, usually a 0..255 float image
 _RANGE_SLACK = 1e-2
-
-
-class ImageInputError(ValueError):
-    """An input that cannot be turned into an RGB image; the message names the input."""
 
 
 class AmbiguousLayoutWarning(UserWarning):

@@ -19,13 +19,10 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from ..errors import LocalizerError
 
 PAL4VST_MEAN = (123.675, 116.28, 103.53)
 PAL4VST_STD = (58.395, 57.12, 57.375)
-
-
-class LocalizerError(RuntimeError):
-    """A localizer that cannot be loaded or that returns something that is not a mask."""
 
 
 class ArtifactLocalizer:

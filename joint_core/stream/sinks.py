@@ -32,6 +32,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+from ..errors import OutputError
 
 FIELDS = ("source", "technical", "rationality", "naturalness", "error", "warning")
 REQUIRED = FIELDS[:5]     # what a score file must have to be read; ``warning`` came later
@@ -41,10 +42,6 @@ ROWS_PER_PART = 65536
 PARTIAL_SUFFIX = ".partial"
 META_SUFFIX = ".joint.json"
 PARQUET_META = "_joint.json"
-
-
-class OutputError(RuntimeError):
-    """The score file cannot be created, read or written; the message names it and says why."""
 
 
 def out_format(path: str) -> str:

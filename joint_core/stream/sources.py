@@ -30,17 +30,13 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..preprocess.images import IMAGE_EXTENSIONS, ImageInputError, UnreadablePath, expand_paths, open_regular
 from .loader import Sample
+from ..errors import InputError
 
 TAR_SUFFIXES = (".tar",)
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 TABLE_SUFFIXES = (".parquet", ".csv", ".tsv")
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
 MAX_LIST_LINE = 1 << 16   # a --files-from line longer than this is no path (PATH_MAX is 4096 on Linux)
-
-
-class InputError(ValueError):
-    """An input that cannot be read at all (a missing table column, an unreadable list); the
-    message names the file or argument."""
 
 
 class Source:

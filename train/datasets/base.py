@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from joint_core.errors import JointError
+
 from ..labels import LABELS
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -122,7 +124,7 @@ class RatedDataset:
         return out
 
 
-class DatasetError(ValueError):
+class DatasetError(JointError, ValueError):
     """A data set that cannot be used as it is.
 
     The message names the file and lists the offending rows (``line N``, the sample name and the
