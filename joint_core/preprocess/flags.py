@@ -1,0 +1,75 @@
+"""Degenerate-image flags: nearly uniform or nearly black frames, pure noise, images too small
+to judge (:func:`degenerate_reason`), and :func:`finish_item`, which puts them on an item."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .items import MIN_SIDE, ImageItem, ImageLimits
+
+_UNIFORM_FRACTION = 0.97      # this share of pixels within _UNIFORM_TOL of the median colour
+_UNIFORM_TOL = 3.0 / 255.0
+_DARK_LEVEL = 8.5 / 255.0     # "nearly black": 99% of pixels at most 8/255 bright
+_NOISE_CORRELATION = 0.15     # neighbouring pixels of real images correlate far more (>= 0.3)
+_ANALYSIS_SIDE = 256          # statistics on at most 256 x 256 samples
+
+
+def finish_item(source: str, t: Tensor, note: Optional[str], limits: ImageLimits) -> ImageItem:
+    """The item of a decoded image: its notes and, when asked, its degenerate-image flag."""
+    notes = [note] if note else []
+    if limits.flag_degenerate:
+        reason = degenerate_reason(t)
+        if reason:
+            notes.append(reason)
+    return ImageItem(source, t, warning=f"{source}: " + "; ".join(notes) if notes else None)
+
+
+def degenerate_reason(x: Tensor) -> Optional[str]:
+    """Why an RGB ``[3, H, W]`` image (uint8, or float in [0, 1]) is degenerate, or None.
+
+    - **too small**: a side shorter than :data:`MIN_SIDE` pixels;
+    - **nearly uniform**: at least 97% of the pixels within 3/255 of the median colour (flat
+      frames, a black safety-checker frame, a blank canvas with a speck);
+    - **nearly black**: 99% of the pixels at most 8/255 bright in every channel;
+    - **pure noise**: neighbouring pixels uncorrelated (correlation < 0.15 both across and down,
+      on the central 256 x 256 pixels at full resolution); real photographs, even textures like
+      grass or gravel, correlate far more.
+
+    Cheap (statistics on at most 256 x 256 samples), vectorised and deterministic; runs where the
+    image lives (CPU or GPU)."""
+    h, w = x.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        return (f"flagged: {w}x{h} is too small to judge (under {MIN_SIDE} px on a side); "
+                "its score is not meaningful and it ranks last")
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0
+    sy, sx = -(-h // _ANALYSIS_SIDE), -(-w // _ANALYSIS_SIDE)
+    s = x[:, ::sy, ::sx].reshape(3, -1).float() / scale           # a strided view of the whole image
+    med = s.median(dim=1).values
+    near = ((s - med[:, None]).abs().amax(0) <= _UNIFORM_TOL).float().mean()
+    dark = torch.quantile(s.amax(0), 0.99)
+    ch, cw = min(h, _ANALYSIS_SIDE), min(w, _ANALYSIS_SIDE)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    lum = x[:, top:top + ch, left:left + cw].float() / scale
+    lum = (lum * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(3, 1, 1)).sum(0)
+    corr = torch.stack([_correlation(lum[:, :-1], lum[:, 1:]), _correlation(lum[:-1], lum[1:])])
+    near, dark, corr_max = float(near), float(dark), float(corr.amax())
+    rgb = tuple(int(round(float(v) * 255)) for v in med)
+    if near >= _UNIFORM_FRACTION:
+        return (f"flagged: nearly uniform ({near:.0%} of the pixels are about rgb{rgb}); "
+                "its score is not meaningful and it ranks last")
+    if dark <= _DARK_LEVEL:
+        return "flagged: nearly black; its score is not meaningful and it ranks last"
+    if corr_max < _NOISE_CORRELATION:
+        return (f"flagged: looks like pure noise (neighbouring pixels correlate {corr_max:.2f}); "
+                "its score is not meaningful and it ranks last")
+    return None
+
+
+def _correlation(a: Tensor, b: Tensor) -> Tensor:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = (a.pow(2).sum() * b.pow(2).sum()).sqrt()
+    return torch.where(den > 0, (a * b).sum() / den.clamp_min(1e-12), torch.ones((), device=a.device))
