@@ -404,10 +404,10 @@ _NO_EXTRAS = textwrap.dedent("""
     sys.meta_path.insert(0, Block())
     import joint_core, joint_core.stream, joint_core.cli
     joint_core.cli.build_parser()
-    from joint_core.stream import Sink, read_rows, InputError
-    try:
+    from joint_core.stream import Sink, read_rows, OutputError
+    try:   # a score file that cannot be written is an OutputError (it was an InputError)
         Sink(sys.argv[1] + "/s.parquet", "new")
-    except InputError as e:
+    except OutputError as e:
         print("PARQUET:", e)
     from joint_core.stream.ray_engine import RayEngine
     try:

@@ -21,365 +21,50 @@ no warnings.
 File names that are not valid UTF-8 round-trip: CSV keeps their bytes as they are (read them
 back with ``errors="surrogateescape"``), JSON escapes them (``\\udcff``, read back by any JSON
 reader of Python), Parquet keeps the bytes in ``source_bytes``.
+
+This module writes them (:class:`Sink`, :func:`write_rows`) and replaces them; the rooms beside
+it: :mod:`.records` (one record <-> one line), :mod:`.formats` (reading every format, where a
+file's pieces live) and :mod:`.lock` (one writer per file). Their public names are importable
+from here too.
 """
+
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
+
+
 from ..errors import OutputError
+from ..extras import require
+from ..outputs import existing_output, parent_problem, special_kind
+from .formats import (FORMATS, META_SUFFIX, PARQUET_META, PARTIAL_SUFFIX, json_rows, journal_files, line_records,
+                      meta_path, out_format, parquet, parquet_parts, read_paths, read_rows)
+from .lock import Lock, lock_path
+from .records import (CSV_QUOTED, CSV_START, FIELDS, JSONL_START, REQUIRED, TEXT_FIELDS, clean_record, csv_cell,
+                      csv_record, csv_row, csv_state, csv_text, csv_uncell, encode, file_error, jsonl_record,
 
-FIELDS = ("source", "technical", "rationality", "naturalness", "error", "warning")
-REQUIRED = FIELDS[:5]     # what a score file must have to be read; ``warning`` came later
-AXES = ("technical", "rationality", "naturalness")
-FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+                      jsonl_text, raw_name, utf8_text)
+
+__all__ = ["FIELDS", "FORMATS", "META_SUFFIX", "PARQUET_META", "PARTIAL_SUFFIX", "REQUIRED", "ROWS_PER_PART",
+           "TEXT_FIELDS", "OutputError", "Sink", "clean_record", "csv_cell", "csv_uncell", "existing_score_file",
+           "has_rows", "lock_path", "meta_path", "out_format", "read_paths", "read_rows", "remove_output",
+           "write_rows"]
+
 ROWS_PER_PART = 65536
-PARTIAL_SUFFIX = ".partial"
-META_SUFFIX = ".joint.json"
-PARQUET_META = "_joint.json"
-
-
-def out_format(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise OutputError(f"{path}: unknown format {suffix!r}; use {', '.join(FORMATS)}")
-    return suffix
-
-
-def meta_path(path: str) -> Path:
-    """Where the job description of a score file lives (see :mod:`joint_core.stream.job`)."""
-    if out_format(path) == ".parquet":
-        return Path(path) / PARQUET_META
-    return Path(path + META_SUFFIX)
-
-
-def read_paths(path: str) -> List[str]:
-    """Every file a reader of score file ``path`` may open: the file (or Parquet folder), its
-    partial file and its job record - what a command that reads it must never write over."""
-    return [path, path + PARTIAL_SUFFIX, str(meta_path(path))]
 
 
 def existing_score_file(path: str, overwrite: bool) -> Optional[str]:
     """Why score file ``path`` cannot be created now (see :mod:`joint_core.outputs`): it exists
     (a Parquet folder: holds parts) and ``overwrite`` is off, or it cannot be a file/folder."""
-    from ..outputs import existing_output
-
     if out_format(path) == ".parquet" and Path(path).is_dir():
         problem = existing_output(Path(path) / "part-00000.parquet", True)   # the folders above it
         if problem is None and has_rows(path) and not overwrite:
             problem = f"{path}: already exists; pass --overwrite to replace it"
         return problem
     return existing_output(path, overwrite, what="")
-
-
-def _err(path: Any, e: BaseException, what: str = "cannot write") -> OutputError:
-    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    return OutputError(f"{path}: {what} ({reason})")
-
-
-# --------------------------------------------------------------------------------------------
-# one record <-> one line
-# --------------------------------------------------------------------------------------------
-
-
-def clean_record(rec: Dict[str, Any]) -> Dict[str, Any]:
-    """Only the file's columns, NaN as None."""
-    out = {}
-    for k in FIELDS:
-        v = rec.get(k)
-        if k in AXES and v is not None:
-            v = float(v)
-            if math.isnan(v):
-                v = None
-        out[k] = v
-    return out
-
-
-TEXT_FIELDS = ("source", "error", "warning")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def csv_cell(text: str) -> str:
-    """A text cell of a CSV score file. A spreadsheet runs a cell that begins with ``=``, ``+``,
-    ``-`` or ``@`` (or a tab or carriage return before one) as a formula, and file names and tar
-    keys can be anyone's choice, so such a cell is written with a leading ``'`` (which
-    spreadsheets show as text) - and so is one that begins with ``'``, so that
-    :func:`csv_uncell` gives every name back exactly."""
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def csv_uncell(text: str) -> str:
-    """The text of a cell :func:`csv_cell` wrote."""
-    return text[1:] if text.startswith("'") else text
-
-
-def _csv_text(records: List[Dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    for r in records:
-        w.writerow(["" if r[k] is None else csv_cell(r[k]) if k in TEXT_FIELDS else r[k] for k in FIELDS])
-    return buf.getvalue()
-
-
-_JSONL_START = b'{"source": '   # how every line joint writes to a JSON-lines score file begins
-
-
-def _csv_row(line: bytes, where: str) -> List[str]:
-    """The cells of one CSV record (its bytes, newline included)."""
-    try:
-        return next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"), newline="")), [])
-    except csv.Error as e:
-        raise OutputError(f"{where}: not a CSV row ({e})") from None
-
-
-def _csv_record(row: List[str], header: List[str], where: str, extra: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    if len(row) != len(header):
-        raise OutputError(f"{where}: expected {len(header)} columns ({', '.join(header)}), got {len(row)}")
-    cells = dict(zip(header, row))
-    rec: Dict[str, Any] = {k: cells.get(k, "") for k in FIELDS}
-    try:
-        for k in AXES:
-            rec[k] = float(rec[k]) if rec[k] != "" else None
-    except ValueError as e:
-        raise OutputError(f"{where}: not a score ({e})") from None
-    rec["source"] = csv_uncell(rec["source"])
-    rec["error"] = csv_uncell(rec["error"]) or None
-    rec["warning"] = csv_uncell(rec["warning"]) or None
-    for k in extra:
-        rec[k] = cells[k]
-    return rec
-
-
-def _jsonl_text(records: List[Dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in records)
-
-
-def _jsonl_record(line: bytes, where: str, extra: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    try:
-        rec = json.loads(line)
-    except ValueError as e:
-        raise OutputError(f"{where}: not a JSON line ({e})") from None
-    if not isinstance(rec, dict) or "source" not in rec:
-        raise OutputError(f"{where}: not a score record (no 'source')")
-    return _with_extra(_typed(rec, where), rec, extra, where)
-
-
-def _typed(rec: Dict[str, Any], where: Any) -> Dict[str, Any]:
-    """``clean_record`` of a record read from a file, whose types anyone may have edited: a
-    text ``source``, numbers (or null) for the scores, text (or null) for ``error``/``warning``."""
-    if not isinstance(rec.get("source"), str):
-        raise OutputError(f"{where}: 'source' should be text, found {type(rec.get('source')).__name__}")
-    for k in AXES:
-        v = rec.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise OutputError(f"{where}: {k!r} should be a number or null, found {json.dumps(v, default=str)[:40]}")
-    for k in ("error", "warning"):
-        if rec.get(k) is not None and not isinstance(rec.get(k), str):
-            raise OutputError(f"{where}: {k!r} should be text or null, found {type(rec.get(k)).__name__}")
-    return clean_record(rec)
-
-
-def _with_extra(clean: Dict[str, Any], rec: Dict[str, Any], extra: Tuple[str, ...], where: Any) -> Dict[str, Any]:
-    for k in extra:
-        if k not in rec:
-            raise OutputError(f"{where}: no column {k!r}")
-        clean[k] = rec[k]
-    return clean
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-# --------------------------------------------------------------------------------------------
-# reading what a file holds (whole records only)
-# --------------------------------------------------------------------------------------------
-
-
-# the states of a CSV field (Python's csv module, excel dialect, strict=False)
-_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
-
-
-def _csv_state(line: bytes, state: int) -> int:
-    """The CSV parser's state after ``line`` (which ends with its newline, unless torn), from
-    ``state``: a record ends at a newline outside a quoted field. As the csv module reads: a
-    quote opens a quoted field only at the start of a field; elsewhere it is a plain character
-    (``note: "checked`` is one whole field)."""
-    if b'"' not in line and state in (_START, _FIELD):
-        return _START if line.endswith(b"\n") else _FIELD
-    for c in line:
-        if state == _QUOTED:
-            if c == 34:                      # "
-                state = _QUOTE_IN_QUOTED
-        elif c == 10:                        # \n outside quotes: the record ends
-            state = _START
-        elif state == _QUOTE_IN_QUOTED:
-            state = _QUOTED if c == 34 else _START if c == 44 else _FIELD
-        elif c == 44:                        # ,
-            state = _START
-        elif state == _START and c == 34:
-            state = _QUOTED
-        else:
-            state = _FIELD
-    return state
-
-
-MAX_RECORD = 1 << 20   # no row of a score file comes near this: a longer "row" is an unclosed quote
-
-
-def _complete_lines(path: Path, csv_mode: bool, tail: Optional[List[bytes]] = None
-                    ) -> Iterator[Tuple[bytes, int]]:
-    """Whole records of a line file and the byte offset after each. A CSV record may span lines
-    (a quoted name with a newline): it is whole when its newline lies outside a quoted field. What
-    follows the last whole record (no final newline, or an open quoted field) is not yielded; it
-    goes to ``tail`` when a list is given. A record over :data:`MAX_RECORD` bytes is an
-    :class:`OutputError` (a quote that never closes would otherwise swallow the whole file)."""
-    with open(path, "rb") as f:
-        pending: List[bytes] = []
-        size = 0
-        state = _START
-        pos = 0
-        for line in f:
-            pos += len(line)
-            pending.append(line)
-            size += len(line)
-            if size > MAX_RECORD:
-                raise OutputError(f"{path}, byte {pos - size}: a row longer than {MAX_RECORD:,} bytes starts here "
-                                  "(a quote that never closes?); not a joint score file as it stands")
-            if not line.endswith(b"\n"):
-                break  # torn: the process died in the middle of a write
-            if csv_mode:
-                state = _csv_state(line, state)
-                if state == _QUOTED:
-                    continue  # inside a quoted field that holds a newline
-            yield b"".join(pending), pos
-            pending, size = [], 0
-        if tail is not None:
-            tail.append(b"".join(pending))
-
-
-def _line_records(path: Path, fmt: str, strict: bool = True, extra: Tuple[str, ...] = (),
-                  tail: Optional[List[bytes]] = None) -> Iterator[Tuple[Dict[str, Any], int]]:
-    """Records of a CSV / JSONL file with the byte offset after each (the CSV header gives
-    ``{}``). ``strict``: the CSV header must be exactly the score columns (a file to append to);
-    otherwise it must hold them, and the ``extra`` columns are read too. ``tail``: as for
-    :func:`_complete_lines`."""
-    header: Optional[List[str]] = None
-    for line, end in _complete_lines(path, fmt == ".csv", tail):
-        where = f"{path}, byte {end - len(line)}"
-        if fmt == ".csv":
-            row = _csv_row(line, where)
-            if header is None:
-                header = row
-                wanted = REQUIRED + tuple(extra)
-                if (tuple(row) != FIELDS) if strict else not set(wanted) <= set(row):
-                    missing = [c for c in wanted if c not in row]
-                    raise OutputError(f"{path}: not a joint score file (its header is {row[:8]}"
-                                      + (f", it lacks {missing}" if missing else
-                                         f", expected exactly {list(FIELDS)} to append to it") + ")")
-                yield {}, end
-                continue
-            yield _csv_record(row, header, where, extra), end
-        else:
-            if line.strip():
-                yield _jsonl_record(line, where, extra), end
-
-
-def read_rows(path: str, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, Any]]:
-    """The records of a score file of any format, streaming; a torn last row (an interrupted
-    run) is left out. A ``.json`` whose run has not finished is read from ``OUT.partial``.
-    ``extra``: more columns to read (a file someone added a column to)."""
-    fmt = out_format(path)
-    extra = tuple(extra)
-    p = Path(path)
-    if fmt == ".parquet":
-        yield from _parquet_rows(p, extra)
-        return
-    if fmt == ".json":
-        partial = Path(path + PARTIAL_SUFFIX)
-        if partial.is_file():
-            p, fmt = partial, ".jsonl"
-        elif p.is_file():
-            yield from _json_rows(p, extra)
-            return
-    if not p.is_file():
-        raise OutputError(f"{path}: " + ("is a folder" if p.is_dir() else "no such file"))
-    try:
-        for rec, _ in _line_records(p, fmt, strict=False, extra=extra):
-            if rec:
-                yield rec
-    except OSError as e:
-        raise _err(path, e, "cannot read") from None
-
-
-def _json_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, Any]]:
-    try:
-        data = json.loads(p.read_bytes())
-    except (OSError, ValueError) as e:
-        raise _err(p, e, "cannot read") from None
-    if not isinstance(data, list):
-        raise OutputError(f"{p}: not a joint score file (expected a JSON array of records)")
-    for i, rec in enumerate(data):
-        if not isinstance(rec, dict) or "source" not in rec:
-            raise OutputError(f"{p}: not a joint score file (an entry has no 'source')")
-        where = f"{p}, entry {i}"
-        yield _with_extra(_typed(rec, where), rec, extra, where)
-
-
-def _parquet_parts(d: Path) -> List[Path]:
-    return sorted(d.glob("part-*.parquet"))
-
-
-def _journals(d: Path) -> List[Path]:
-    return sorted(d.glob("_journal-*.jsonl"))
-
-
-def _parquet_rows(p: Path, extra: Tuple[str, ...] = ()) -> Iterator[Dict[str, Any]]:
-    from .sources import _pyarrow_parquet
-
-    pq = _pyarrow_parquet()
-    if p.is_file():
-        files, journals = [p], []
-    elif p.is_dir():
-        files = _parquet_parts(p) or sorted(f for f in p.glob("*.parquet"))
-        done = {f.stem.split("-")[-1] for f in files}
-        journals = [j for j in _journals(p) if j.stem.split("-")[-1] not in done]
-    else:
-        raise OutputError(f"{p}: no such file or folder")
-    for f in files:
-        try:
-            pf = pq.ParquetFile(f)
-            names = pf.schema_arrow.names
-            missing = [c for c in REQUIRED + extra if c not in names]
-            if missing:
-                raise OutputError(f"{f}: not a joint score file (no column {missing[0]!r})")
-            cols = [c for c in dict.fromkeys(FIELDS + extra) if c in names]
-            cols += ["source_bytes"] if "source_bytes" in names else []
-            for batch in pf.iter_batches(columns=cols, batch_size=8192):
-                data = batch.to_pydict()
-                raw = data.get("source_bytes") or [None] * batch.num_rows
-                for i in range(batch.num_rows):
-                    rec = {k: data[k][i] for k in cols if k != "source_bytes"}
-                    if raw[i] is not None:
-                        rec["source"] = raw[i].decode("utf-8", "surrogateescape")
-                    yield _with_extra(_typed(rec, f"{f}, row {i}"), rec, extra, f)
-        except OutputError:
-            raise
-        except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a bad file
-            raise OutputError(f"{f}: cannot read Parquet ({e})") from None
-    for j in journals:
-        for rec, _ in _line_records(j, ".jsonl", extra=extra):
-            yield rec
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
 
 
 class _LineFile:
@@ -397,12 +82,12 @@ class _LineFile:
             end = 0
             tail: List[bytes] = []
             try:
-                for rec, pos in _line_records(path, fmt, tail=tail):
+                for rec, pos in line_records(path, fmt, tail=tail):
                     end = pos
                     if rec:
                         self.rows += 1
             except OSError as e:
-                raise _err(path, e, "cannot read") from None
+                raise file_error(path, e, "cannot read") from None
             torn = tail[0] if tail else b""
             whole = torn and self._whole_row(torn, end)   # a last row without its newline: kept
             self._open()
@@ -416,11 +101,11 @@ class _LineFile:
                                   f"({len(torn)} bytes at byte {end}: {torn[:60]!r}"
                                   + ("..." if len(torn) > 60 else "") + "); it is scored again")
             if end == 0 and not whole and fmt == ".csv":
-                self._write(_encode(",".join(FIELDS) + "\n"))
+                self._write(encode(",".join(FIELDS) + "\n"))
         else:
             self._open(truncate=True)
             if fmt == ".csv":
-                self._write(_encode(",".join(FIELDS) + "\n"))
+                self._write(encode(",".join(FIELDS) + "\n"))
 
     def _whole_row(self, torn: bytes, end: int) -> bool:
         """Whether the bytes after the last newline are a whole row that only lacks its newline
@@ -431,11 +116,11 @@ class _LineFile:
             return False
         try:
             if self.fmt == ".csv":
-                if _csv_state(torn, _START) == _QUOTED:
+                if csv_state(torn, CSV_START) == CSV_QUOTED:
                     return False
-                _csv_record(_csv_row(torn, ""), list(FIELDS), "")
+                csv_record(csv_row(torn, ""), list(FIELDS), "")
             else:
-                _jsonl_record(torn, "")
+                jsonl_record(torn, "")
             return True
         except OutputError:
             return False
@@ -446,17 +131,17 @@ class _LineFile:
         opens and spans lines of whole rows (a stray double quote typed at the start of a field)."""
         why = None
         if self.fmt == ".csv" and end == 0:
-            header = _encode(",".join(FIELDS))
+            header = encode(",".join(FIELDS))
             if not header.startswith(torn.rstrip(b"\r\n")):
                 why = "it does not start with the score file's header"
         elif self.fmt != ".csv":
-            start = _JSONL_START[:len(torn)]
+            start = JSONL_START[:len(torn)]
             if not torn.startswith(start):
                 why = "joint writes no line that starts so"
         elif b"\n" in torn:
             for line in torn.split(b"\n")[1:]:
                 try:
-                    _csv_record(_csv_row(line, ""), list(FIELDS), "")
+                    csv_record(csv_row(line, ""), list(FIELDS), "")
                 except OutputError:
                     continue
                 why = ("a quoted field opens there and never closes, and the rows after it would be lost "
@@ -472,7 +157,7 @@ class _LineFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.f = open(self.path, "wb" if truncate else "ab", buffering=0)
         except OSError as e:
-            raise _err(self.path, e) from None
+            raise file_error(self.path, e) from None
 
     def _truncate(self, size: int) -> None:
         os.ftruncate(self.f.fileno(), size)
@@ -490,80 +175,17 @@ class _LineFile:
                 self._truncate(start)  # whole batches only, even on a full disk
             except OSError:
                 pass
-            raise _err(self.path, e) from None
+            raise file_error(self.path, e) from None
 
     def write(self, records: List[Dict[str, Any]]) -> None:
         recs = [clean_record(r) for r in records]
-        text = _csv_text(recs) if self.fmt == ".csv" else _jsonl_text(recs)
-        self._write(_encode(text))
+        text = csv_text(recs) if self.fmt == ".csv" else jsonl_text(recs)
+        self._write(encode(text))
         self.rows += len(recs)
 
     def close(self) -> None:
         if not self.f.closed:
             self.f.close()
-
-
-_HELD_LOCKS: set = set()   # descriptors of the locks this process holds
-
-
-def _close_locks_in_child() -> None:
-    """A forked child (a DataLoader decoding worker) must not keep the parent's lock: a flock
-    belongs to the open file, which the child shares, so a worker that outlives a killed parent
-    by a few seconds would block the resume. The parent's own descriptor still holds it."""
-    for fd in list(_HELD_LOCKS):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _HELD_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_locks_in_child)
-
-
-class _Lock:
-    """An exclusive ``flock`` on the score file's lock file for the life of a run, so that a
-    second ``joint score`` on the same ``--out`` (a resume started while the first run still
-    goes) is refused instead of doubling rows. The kernel drops it when the process dies, even
-    by SIGKILL, so a lock never outlives its run; forked children close their copy at once
-    (:func:`_close_locks_in_child`). No-op where ``fcntl`` is missing (Windows)."""
-
-    def __init__(self, path: str):
-        self.fd: Optional[int] = None
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX
-            return
-        lock = lock_path(path)
-        try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise _err(path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OutputError(f"{path}: another joint process is writing it right now (its lock is {lock}); "
-                              "wait for it, or stop it first") from None
-        self.fd = fd
-        _HELD_LOCKS.add(fd)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            _HELD_LOCKS.discard(self.fd)
-            os.close(self.fd)
-            self.fd = None
-
-
-def lock_path(path: str) -> Path:
-    """A hidden file next to the score file (inside a Parquet folder); it stays, empty, after the
-    run: removing a lock file while others may open it would let two runs hold "the" lock."""
-    p = Path(path)
-    if out_format(path) == ".parquet":
-        return p / "_joint.lock"
-    return p.with_name(f".{p.name}.lock")
 
 
 class Sink:
@@ -577,8 +199,6 @@ class Sink:
     def __init__(self, path: str, mode: str = "new"):
         if mode not in ("new", "resume", "overwrite"):
             raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
-        from ..outputs import parent_problem, special_kind
-
         self.path = path
         self.fmt = out_format(path)
         p0 = Path(path)
@@ -590,15 +210,13 @@ class Sink:
         if self.fmt != ".parquet" and p0.is_dir():
             raise OutputError(f"{path}: is a folder")
         if self.fmt == ".parquet":
-            from .sources import _pyarrow_parquet
-
-            _pyarrow_parquet()  # a clear error naming the extra before anything is created
+            parquet()  # a clear error naming the extra before anything is created
             if p0.is_file() and mode != "overwrite":
                 raise OutputError(f"{path}: is a file; a Parquet output of joint is a folder of parts "
                                   "(pass --overwrite to replace the file)")
             if p0.is_file():
                 remove_output(path)
-        self._lock = _Lock(path)   # before anything is read or truncated
+        self._lock = Lock(path)   # before anything is read or truncated
         try:
             self._open(path, mode)
         except BaseException:
@@ -622,7 +240,7 @@ class Sink:
             seed = resume and p.is_file() and not partial.exists()
             self._file = _LineFile(partial, ".jsonl", resume)
             if seed:  # a finished .json being resumed: its rows go back into the partial file
-                rows = list(_json_rows(p))
+                rows = list(json_rows(p))
                 self._file.write(rows)
         else:
             self._parquet_open(p, resume)
@@ -688,29 +306,25 @@ class Sink:
     # -- .parquet --------------------------------------------------------------------------
 
     def _parquet_open(self, d: Path, resume: bool) -> None:
-        from .sources import _pyarrow_parquet
-
-        _pyarrow_parquet()  # a clear error before anything else if pyarrow is missing
+        parquet()  # a clear error before anything else if pyarrow is missing
         if d.is_file():
             raise OutputError(f"{d}: is a file; a Parquet output of joint is a folder of parts "
                               "(pass --overwrite to replace the file)")
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _err(d, e) from None
-        parts = _parquet_parts(d)
+            raise file_error(d, e) from None
+        parts = parquet_parts(d)
         self._part_rows = 0
         if resume:
-            from .sources import _pyarrow_parquet as _pq
-
-            pq = _pq()
+            pq = parquet()
             for f in parts:
                 try:
                     self._part_rows += pq.ParquetFile(f).metadata.num_rows
                 except Exception as e:  # noqa: BLE001
                     raise OutputError(f"{f}: cannot read Parquet ({e})") from None
         self._next = (int(parts[-1].stem.split("-")[-1]) + 1) if parts else 0
-        for j in _journals(d):  # journals of parts already written are leftovers of a kill
+        for j in journal_files(d):  # journals of parts already written are leftovers of a kill
             if int(j.stem.split("-")[-1]) < self._next:
                 j.unlink()
         self._file = _LineFile(self._journal(), ".jsonl", resume)
@@ -721,20 +335,17 @@ class Sink:
     def _roll(self, reopen: bool = True) -> None:
         """The journal's rows -> the next part (written to a temporary name, then renamed), then
         the journal goes; a kill in between leaves a journal that resuming recognises as done."""
-        import pyarrow as pa
-
-        from .sources import _pyarrow_parquet
-
-        pq = _pyarrow_parquet()
+        pq = parquet()
+        pa = require("pyarrow", "writing Parquet", OutputError)
         self._file.close()
         journal = self._file.path
-        rows = [rec for rec, _ in _line_records(journal, ".jsonl")]
+        rows = [rec for rec, _ in line_records(journal, ".jsonl")]
         cols: Dict[str, list] = {k: [r[k] for r in rows] for k in FIELDS}
-        raw = [_raw_name(s) for s in cols["source"]]
+        raw = [raw_name(s) for s in cols["source"]]
         cols["source"] = [s if b is None else b.decode("utf-8", "backslashreplace")
                           for s, b in zip(cols["source"], raw)]
         for k in ("error", "warning"):   # messages that quote a name that is not UTF-8
-            cols[k] = [_utf8_text(m) for m in cols[k]]
+            cols[k] = [utf8_text(m) for m in cols[k]]
         table = pa.table({
             "source": pa.array(cols["source"], pa.string()),
             "technical": pa.array(cols["technical"], pa.float64()),
@@ -769,25 +380,6 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _raw_name(s: str) -> Optional[bytes]:
-    """The bytes of a name that is not valid UTF-8 (it holds surrogate escapes), else None."""
-    try:
-        s.encode("utf-8")
-        return None
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape") if _only_escapes(s) else s.encode("utf-8", "surrogatepass")
-
-
-def _utf8_text(s: Optional[str]) -> Optional[str]:
-    """``s`` as text Parquet can store: the bytes of surrogate escapes as ``\\xff``."""
-    raw = _raw_name(s) if s is not None else None
-    return s if raw is None else raw.decode("utf-8", "backslashreplace")
-
-
-def _only_escapes(s: str) -> bool:
-    return all(not ("\ud800" <= c <= "\udfff") or "\udc80" <= c <= "\udcff" for c in s)
-
-
 def has_rows(path: str) -> bool:
     """Whether ``path`` already holds a score file's work (rows, a partial file, parts)."""
     p = Path(path)
@@ -813,7 +405,7 @@ def remove_output(path: str) -> None:
     fmt = out_format(path)
     try:
         if fmt == ".parquet" and p.is_dir():
-            ours = set(_parquet_parts(p)) | set(_journals(p)) | {p / PARQUET_META}
+            ours = set(parquet_parts(p)) | set(journal_files(p)) | {p / PARQUET_META}
             ours |= set(p.glob(".part-*.parquet.tmp"))
             others_ok = {p / "_joint.lock"}   # held by this run; kept
             others = [f for f in p.iterdir() if f not in ours and f not in others_ok]
@@ -829,7 +421,7 @@ def remove_output(path: str) -> None:
         Path(path + PARTIAL_SUFFIX).unlink(missing_ok=True)
         Path(path + META_SUFFIX).unlink(missing_ok=True)
     except OSError as e:
-        raise _err(path, e, "cannot replace") from None
+        raise file_error(path, e, "cannot replace") from None
 
 
 def write_rows(path: str, records: Iterator[Dict[str, Any]]) -> int:
@@ -870,7 +462,7 @@ def _replace(tmp: Path, final: Path, fmt: str) -> None:
         else:
             os.replace(tmp, final)
     except OSError as e:
-        raise _err(final, e) from None
+        raise file_error(final, e) from None
 
 
 def _discard(tmp: Path, fmt: str) -> None:

@@ -31,6 +31,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 from ..preprocess.images import IMAGE_EXTENSIONS, ImageInputError, UnreadablePath, expand_paths, open_regular
 from .loader import Sample
 from ..errors import InputError
+from ..extras import require
 
 TAR_SUFFIXES = (".tar",)
 COMPRESSED_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -376,11 +377,8 @@ class Chain(Source):
 
 
 def _pyarrow_parquet():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputError("reading or writing Parquet needs pyarrow: pip install 'joint-naturalness[parquet]'") from None
-    return pq
+    """``pyarrow.parquet`` for reading Parquet tables of inputs (an :class:`InputError` naming the extra)."""
+    return require("pyarrow.parquet", "reading Parquet", InputError)
 
 
 def is_tar(path: str) -> bool:
