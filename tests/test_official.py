@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from joint_core import CheckpointError, NaturalnessScorer, get_preset, load_model
-from joint_core.checkpoint import map_official_state
+from joint_core.official import map_official_state
 from joint_core.cli import main as joint_main
 from joint_core.preprocess import Preprocessor
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from joint_core.backbones import check_fits, load_imagenet_weights
+from joint_core.backbones import check_fits
 from joint_core.checkpoint import WEIGHTS_NAME, load_weights, save_model, save_weights
 from joint_core.config import BranchConfig, JointConfig
 from joint_core.model import JointModel
@@ -30,6 +30,7 @@ from joint_core.preprocess import Preprocessor
 from joint_core.preprocess.pipeline import normalize
 
 from .data import Batch
+from .importers import load_imagenet_weights
 from .degrade import degrade
 from .labels import AXIS_OF_LABEL
 from .losses import LossConfig, consistency_loss, joint_objective, ranking_hinge, wsd_loss
@@ -42,7 +43,7 @@ from .recipe import ModelSpec, Recipe, RecipeError
 
 def init_backbone(backbone: nn.Module, name: str, how: str) -> None:
     """Initialise a timm backbone in place: ``timm`` / ``package`` (pretrained weights from a
-    package-index package, :func:`joint_core.backbones.load_imagenet_weights`; ``imagenet-package``
+    package-index package, :func:`train.importers.load_imagenet_weights`; ``imagenet-package``
     is the same) / ``none``."""
     import timm
 

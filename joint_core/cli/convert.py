@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, convert_official, default_model_dir
+from ..checkpoint import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, default_model_dir
+from ..official import convert_official
 from .common import EXIT_ERROR, EXIT_OK
 
 
