@@ -81,3 +81,21 @@ def test_imports_point_one_way():
             for target in _our_imports(path) - allowed - {package}:
                 wrong.append(f"{path.relative_to(REPO)} imports {target}")
     assert not wrong, "arrows must point to joint_core only:\n" + "\n".join(wrong)
+
+
+def test_package_data_ships_every_data_file_of_the_core():
+    """The report's CSS/JS and the shipped model are files, not Python: pyproject's package-data
+    must name them or a wheel would ship a report without its style and script."""
+    import fnmatch
+
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r'^\[tool\.setuptools\.package-data\]\n(.*?)(?=^\[)', text, re.S | re.M)
+    assert m, "pyproject.toml has no [tool.setuptools.package-data]"
+    core = re.search(r'^joint_core = \[(.*?)\]', m.group(1), re.S | re.M)
+    assert core, "package-data names no joint_core files"
+    globs = re.findall(r'"([^"]+)"', core.group(1))
+    data = [p.relative_to(REPO / "joint_core").as_posix() for p in (REPO / "joint_core").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert any(d.startswith("report/") for d in data)
+    missing = [d for d in data if not any(fnmatch.fnmatch(d, g) for g in globs)]
+    assert not missing, f"pyproject.toml's package-data does not ship {missing}"
