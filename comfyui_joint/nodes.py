@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from joint_core.result import AXES, check_axis, check_threshold, check_weights, describe_by
+from joint_core.ranking import AXES, DEFAULT_BY, check_axis, check_weights, describe_by
+from joint_core.result import check_threshold
 
 from . import annotate, host
 from .host import NaturalnessModel
@@ -235,7 +236,7 @@ class FilterByNaturalness:
         return {"required": {
             "naturalness_model": _MODEL_INPUT,
             "images": ("IMAGE", {"tooltip": "The batch to filter."}),
-            "axis": (list(AXES), {"default": "naturalness", "tooltip": "Which score to compare."}),
+            "axis": (list(AXES), {"default": DEFAULT_BY, "tooltip": "Which score to compare."}),
             "threshold": ("FLOAT", {"default": 3.0, "min": -100.0, "max": 100.0, "step": 0.01,
                                     "tooltip": "Keep images scoring at least this (scores are 1-5 MOS)."}),
         }, "optional": {"if_empty": _IF_EMPTY, "batch_size": _BATCH_SIZE}}

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from joint_core.preprocess.pipeline import to_uint8
-from joint_core.result import By, check_by
+from joint_core.ranking import By, check_by
 
 if TYPE_CHECKING:  # pragma: no cover
     from joint_core import NaturalnessScorer

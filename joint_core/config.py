@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
 
-from .result import check_by
+from .ranking import DEFAULT_BY, check_by
 from .errors import ConfigError
 
 CONFIG_NAME = "config.json"
@@ -180,10 +180,11 @@ class JointConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     calibration: Optional[CalibrationConfig] = None
     score_range: Tuple[float, float] = (1.0, 5.0)
-    # the model's default ranking key: an axis, or an {axis: weight} mix (sum(w*score)/sum(w)).
-    # Every face ranks by it when the user names no axis (CLI --sort/--top, the ComfyUI Best-of-N
-    # node's "model default", the diffusers hook's by=None).
-    ranking: Union[str, Dict[str, float]] = "naturalness"
+    # the model's default ranking key (joint_core.ranking): an axis, or an {axis: weight} mix
+    # (sum(w*score)/sum(w)). Every face ranks by it when the user names no key: the CLI's --top
+    # without --sort (an explicit --sort or filter --by wins), the ComfyUI Best-of-N node's
+    # "model default", the diffusers hook's by=None, ScoreResult.keep(by=None).
+    ranking: Union[str, Dict[str, float]] = DEFAULT_BY
     name: str = ""
     description: str = ""
     format_version: int = FORMAT_VERSION

@@ -14,6 +14,7 @@ its own error type, with the flag that would allow it.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -56,8 +57,6 @@ def is_file(path: PathLike) -> bool:
 
 def special_kind(path: PathLike) -> Optional[str]:
     """``"FIFO"``, ``"socket"``, ``"device"`` for such a file at ``path`` (links followed), else None."""
-    import stat
-
     try:
         mode = os.stat(os.fspath(path)).st_mode
     except OSError:

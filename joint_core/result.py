@@ -9,59 +9,22 @@ Flagged images (``ScoreResult.warnings``: degenerate frames such as a black safe
 flat colour, pure noise, images too small to judge) hold real scores that mean nothing; every
 selection ranks them after every unflagged image and no threshold lets them through.
 
-A ranking key (``by``) is one axis name or a weighted mix ``{axis: weight}`` (weights >= 0, not all
-zero), read as ``sum(w * score) / sum(w)`` so that a mix stays on the scores' 1-5 scale. ``None``
-means the model's own default ranking (``JointConfig.ranking``), which the scorer stores on the
-result.
+A ranking key (``by``; see :mod:`joint_core.ranking`, its one home) is one axis name or a weighted
+mix ``{axis: weight}``, read as ``sum(w * score) / sum(w)``. ``None`` means the model's own default
+ranking (``JointConfig.ranking``), which the scorer stores on the result.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, Iterator, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Hashable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .errors import ScoringError  # noqa: F401 - its old home; defined in errors.py
-
-AXES = ("technical", "rationality", "naturalness")
-Axis = Literal["technical", "rationality", "naturalness"]
-By = Union[str, Mapping[str, float]]
-
-
-def check_axis(by: str) -> str:
-    if by not in AXES:
-        raise ValueError(f"unknown score axis {by!r}; choose one of {list(AXES)}")
-    return by
-
-
-def check_weights(weights: Mapping[str, float]) -> Dict[str, float]:
-    """Validate a ``{axis: weight}`` mix: known axes, finite weights >= 0, not all zero."""
-    out = {check_axis(ax): float(w) for ax, w in weights.items()}
-    bad = {ax: w for ax, w in out.items() if not math.isfinite(w) or w < 0}
-    if bad:
-        raise ValueError(f"mix weights must be finite and >= 0, got {bad}")
-    if not out or sum(out.values()) <= 0:
-        raise ValueError(f"mix weights must not all be zero, got {dict(weights)}")
-    return out
-
-
-def check_by(by: Any, arg: str = "by") -> Union[str, Dict[str, float]]:
-    """A ranking key: an axis name, or a weighted mix ``{axis: weight}``. Errors name ``arg``."""
-    if isinstance(by, str):
-        try:
-            return check_axis(by)
-        except ValueError as e:
-            raise ValueError(f"{arg}: {e}") from None
-    if isinstance(by, Mapping):
-        try:
-            return check_weights(by)
-        except ValueError as e:
-            raise ValueError(f"{arg}: {e}") from None
-    raise TypeError(f"{arg} must be an axis name or a {{axis: weight}} mix, got {type(by).__name__}")
-
+from .ranking import AXES, DEFAULT_BY, Axis, By, check_axis, check_by, check_weights, describe_by  # noqa: F401
 
 def check_threshold(threshold: Any, arg: str = "threshold") -> Optional[float]:
     """A threshold on the score scale, or None; NaN, booleans and non-numbers are errors."""
@@ -70,13 +33,6 @@ def check_threshold(threshold: Any, arg: str = "threshold") -> Optional[float]:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
         raise ValueError(f"{arg} must be a number on the model's score scale (1-5) or None, got {threshold!r}")
     return float(threshold)
-
-
-def describe_by(by: By) -> str:
-    """``"naturalness"`` or ``"1*naturalness + 0.25*technical"`` (zero weights left out)."""
-    if isinstance(by, str):
-        return by
-    return " + ".join(f"{w:g}*{ax}" for ax, w in by.items() if w)
 
 
 @dataclass
@@ -93,7 +49,7 @@ class ScoreResult:
     sources: List[str]
     errors: Dict[int, str] = field(default_factory=dict)
     score_range: tuple = (1.0, 5.0)
-    default_by: By = "naturalness"
+    default_by: By = DEFAULT_BY
     warnings: Dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:

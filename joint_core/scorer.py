@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import numbers
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .checkpoint import ResolvedModel, load_model, resolve_model, save_model
 from .config import JointConfig, get_preset
@@ -23,7 +27,9 @@ from .model import JointModel, JointOutput
 from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images, first_line
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
 from .preprocess.pipeline import Preprocessor
-from .result import ScoreResult, ScoringError, describe_by
+from .errors import ScoringError
+from .result import ScoreResult, describe_by
+from .preprocess.loader import iter_batches
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -51,14 +57,17 @@ class NaturalnessScorer:
         self.dtype = pick_dtype(dtype, self.device)
         self.source = source
         # On CPU in float32 the two branches run as frozen TorchScript graphs (batch norm folded
-        # into the convolutions, oneDNN kernels): about 2.4x faster for small backbones, equal to
-        # eager mode within 1e-6. Built lazily per input shape; any failure falls back to eager.
+        # into the convolutions, oneDNN kernels), equal to eager mode within 1e-6: 2.4x faster for
+        # the v1 default's small convolutional backbones, where it was measured; not re-measured
+        # for the v2 default, whose time goes to a CLIP ViT-B/16 (no batch norm to fold). Built
+        # lazily per input shape; any failure falls back to eager.
         self._optimize_arg = optimize
         self._frozen: Optional[FrozenBranches] = None
         # Matrix kernels block their work by batch size, so the same image can differ in the
         # last bits between batch compositions. On CPU the networks run one image at a time
-        # (no slower for these models), which makes scores bit-identical alone or in any
-        # batch; on GPUs batching is kept for throughput unless batch_invariant=True.
+        # (measured no slower for the v1 default's small networks; not re-measured for v2), which
+        # makes scores bit-identical alone or in any batch; on GPUs batching is kept for
+        # throughput unless batch_invariant=True.
         self._batch_invariant_arg = batch_invariant
         self.batch_invariant = (self.device.type == "cpu") if batch_invariant is None \
             else bool(batch_invariant)
@@ -280,8 +289,6 @@ class NaturalnessScorer:
         The per-image limits of :meth:`score` hold in the workers (:attr:`limits`); flagged
         images carry their message in the records' ``warning``.
         """
-        from .stream.loader import iter_batches
-
         if isinstance(inputs, (str, os.PathLike)) or _is_single_image(inputs):
             inputs = [inputs]
         elif hasattr(inputs, "samples"):
@@ -377,22 +384,16 @@ class NaturalnessScorer:
     def _progress_bar(total: Optional[int], batch_size: int, progress: Optional[bool], initial: int = 0):
         """A tqdm bar (images/s and ETA) on stderr; by default only on a terminal and for more
         than one batch (``total`` None: length unknown)."""
-        import sys
-
         if progress is None:
             progress = (total is None or total > batch_size) and sys.stderr.isatty()
         if not progress:
             return None
-        from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=initial, desc="scoring", unit="img", dynamic_ncols=True,
                     smoothing=0.05)
 
 
 def _is_single_image(obj: Any) -> bool:
-    from PIL import Image
-    import numpy as np
-
     return isinstance(obj, (Image.Image, np.ndarray, torch.Tensor))
 
 

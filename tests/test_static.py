@@ -99,3 +99,110 @@ def test_package_data_ships_every_data_file_of_the_core():
     assert any(d.startswith("report/") for d in data)
     missing = [d for d in data if not any(fnmatch.fnmatch(d, g) for g in globs)]
     assert not missing, f"pyproject.toml's package-data does not ship {missing}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _core_graph() -> dict:
+    """joint_core's modules -> the joint_core modules each imports (module level or not), with
+    relative imports resolved; ``from pkg import name`` counts as importing ``pkg.name`` when
+    that is a module. Importing ``a.b.c`` runs the ``__init__`` of ``a.b`` first, so it counts as
+    importing ``a.b`` too - unless the importer lives inside ``a.b`` (whose ``__init__`` is then
+    already running)."""
+    import ast
+
+    modules = {_module_name(p): p for p in (REPO / "joint_core").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            else:
+                continue
+            for t in targets:
+                parts = t.split(".")
+                for i in range(2, len(parts) + 1):   # a.b, a.b.c (not the root package)
+                    up = ".".join(parts[:i])
+                    if up in modules and up != name and not name.startswith(up + "."):
+                        deps.add(up)
+        graph[name] = deps
+    return graph
+
+
+def _cycle(graph: dict):
+    """One import cycle of ``graph`` as a list of modules, or None. A package's ``__init__``
+    importing its own submodules is how packages re-export, not a cycle, unless a submodule
+    imports the package back."""
+    state = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep, stack)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_inside_joint_core():
+    graph = _core_graph()
+    assert "joint_core.scorer" in graph and "joint_core.stream.job" in graph
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    graph = _core_graph()
+    # the cycle this test was written for: the scorer imported stream.loader (inside a function),
+    # which runs joint_core/stream/__init__.py, which imports stream.job, which imports the scorer
+    graph["joint_core.scorer"] = graph["joint_core.scorer"] | {"joint_core.stream.loader", "joint_core.stream"}
+    assert _cycle(graph) is not None
+
+
+def test_the_scorer_never_imports_stream():
+    """Everything the scorer imports, transitively, stays out of joint_core.stream (which builds
+    on the scorer)."""
+    graph = _core_graph()
+    seen, todo = set(), ["joint_core.scorer"]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    assert not {m for m in seen if m.startswith("joint_core.stream")}, sorted(seen)
+
+
+def test_imports_sit_at_the_top_of_joint_core_modules():
+    """Imports inside functions hide dependencies (and hid a cycle); optional dependencies are
+    imported through joint_core.extras.require, which names the extra to install."""
+    import ast
+
+    inside = []
+    for path in sorted((REPO / "joint_core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside += [f"{path.relative_to(REPO)}:{sub.lineno}" for sub in ast.walk(node)
+                           if isinstance(sub, (ast.Import, ast.ImportFrom))]
+    assert not inside, "imports inside functions (move them to the top, or use extras.require):\n" + "\n".join(inside)

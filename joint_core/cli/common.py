@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Optional
 
 from ..checkpoint import CheckpointError
@@ -47,8 +48,6 @@ def show(text: object, stream=None) -> str:
     """``text`` as any terminal can print it, whatever the locale: bytes of a file name that are
     not UTF-8 as ``\\xNN``, control and invisible formatting characters (newlines, ANSI escapes,
     right-to-left overrides) escaped, characters the stream's encoding lacks as ``\\uNNNN``."""
-    import sys
-
     s = str(text)
     try:
         s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -66,8 +65,6 @@ def show(text: object, stream=None) -> str:
 def safe_streams() -> None:
     """Make stdout/stderr escape what their encoding cannot print instead of raising (a file
     name under ``PYTHONIOENCODING=ascii``, in a C locale)."""
-    import sys
-
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(errors="backslashreplace")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..checkpoint import CONFIG_NAME, MODEL_CARD_NAME, WEIGHTS_NAME, default_model_dir
 from ..official import convert_official
+from ..outputs import input_conflict, parent_problem
 from .common import EXIT_ERROR, EXIT_OK
 
 
@@ -24,8 +25,6 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..outputs import input_conflict, parent_problem
-
     out = Path(args.out_dir) if args.out_dir else default_model_dir()
     problem = input_conflict(out, [args.src, args.calibration], what="the output folder") or parent_problem(out)
     if problem is None and (out.exists() or out.is_symlink()) and not out.is_dir():

@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Set, Tuple
 
-from ..result import AXES
+from ..outputs import existing_output, input_conflict, is_file, publish
+from ..ranking import AXES, BY_HELP, DEFAULT_BY, by_argument
+from ..stream import InputError, OutputError, read_meta, read_rows, result_from_rows
+from ..stream.job import id_kinds
+from ..stream.sinks import meta_path, read_paths
 from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, positive_int, show
 
 MODES = ("copy", "hardlink", "symlink", "list")
@@ -59,8 +63,9 @@ def register(sub) -> argparse.ArgumentParser:
     f.add_argument("--top-percent", type=percent, metavar="P",
                    help="keep the best P %% (by --by) of each group (at least one image per group)")
     f.add_argument("--top", type=positive_int, metavar="K", help="keep the K best (by --by) of each group")
-    f.add_argument("--by", choices=AXES, help="the score --top/--top-percent rank by (default: the model's "
-                                              "own ranking, from the file's job description, else naturalness)")
+    f.add_argument("--by", type=by_argument("--by"), metavar="KEY",
+                   help=f"the ranking key --top/--top-percent rank by: {BY_HELP} (default: the model's own "
+                        f"ranking, from the file's job description, else {DEFAULT_BY})")
     grouping = f.add_mutually_exclusive_group()
     grouping.add_argument("--per-folder", action="store_true", help="--top/--top-percent within each folder")
     grouping.add_argument("--group-column", metavar="COL",
@@ -76,11 +81,6 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..outputs import existing_output, input_conflict
-    from ..stream import InputError, OutputError, read_meta, read_rows, result_from_rows
-    from ..stream.job import id_kinds
-    from ..stream.sinks import meta_path, read_paths
-
     def fail(msg: str) -> int:
         print(f"joint: error: {show(msg, sys.stderr)}", file=sys.stderr)
         return EXIT_ERROR
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                     "disk, where the same name may be another file; --mode list writes the ids that pass"
                     + ("; score the files and the tars/tables into separate score files to copy the files"
                        if ids == "mixed" else ""))
-    default_by = ((meta or {}).get("model") or {}).get("ranking") or "naturalness"
+    default_by = ((meta or {}).get("model") or {}).get("ranking") or DEFAULT_BY
     result = result_from_rows(rows, default_by)
     labels = None
     if args.per_folder:
@@ -139,8 +139,6 @@ def _meet(a: Optional[Set[int]], b: List[int]) -> Set[int]:
 
 def _list(sources: List[str], args: argparse.Namespace) -> int:
     """Paths as bytes, one a line (or NUL-separated): what `joint score --files-from` reads back."""
-    from ..outputs import publish
-
     sep = b"\0" if args.null else b"\n"
     data = b"".join(os.fsencode(s) + sep for s in sources)
     if args.dry_run:
@@ -175,8 +173,6 @@ def _root(all_sources: List[str], given: Optional[str]) -> Path:
 
 def _place(sources: List[str], all_sources: List[str], args: argparse.Namespace, n_rows: int,
            n_failed: int) -> int:
-    from ..outputs import is_file
-
     dest_root = Path(args.to)
     root = _root(all_sources, args.root)
     done = already = 0

@@ -13,6 +13,11 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
+from ..outputs import input_conflict
+from ..stream import InputError, OutputError, read_meta, read_rows, write_rows
+from ..stream.job import write_meta
+from ..stream.sinks import existing_score_file, out_format, read_paths
+from ..stream.sources import KeySetHash
 from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, show
 
 
@@ -33,12 +38,6 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stream import InputError, OutputError, read_meta, read_rows, write_rows
-    from ..stream.job import write_meta
-    from ..outputs import input_conflict
-    from ..stream.sinks import existing_score_file, out_format, read_paths
-    from ..stream.sources import KeySetHash
-
     def err(msg: str) -> None:
         print(f"joint: {show(msg, sys.stderr)}", file=sys.stderr)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import Optional, Sequence
 
+from tqdm.auto import tqdm
+
+from ..outputs import input_conflict
+from ..report import ReportError, _replaceable, write_html_report
 from .common import EXIT_ERROR, EXIT_OK, positive_int, show
 
 
@@ -36,7 +42,6 @@ def progress_bar():
     """A ``progress(done, total)`` callback drawing the thumbnails' bar on a terminal, else None."""
     if not sys.stderr.isatty():
         return None
-    from tqdm.auto import tqdm
 
     bar = None
 
@@ -56,12 +61,6 @@ def check_report_path(path: str, scores: Optional[str], overwrite: bool,
     """Why the report cannot be written to ``path`` (one of the inputs, an existing file it may
     not replace, a folder, a folder that cannot be made or written), checked before any scoring;
     None when it can. ``scores``: the scores file it will be made from (None: rows in memory)."""
-    import tempfile
-    from pathlib import Path
-
-    from ..outputs import input_conflict
-    from ..report import _replaceable
-
     p = Path(path)
     problem = input_conflict(path, inputs, what="--report") or _replaceable(p, scores, overwrite)
     if problem:
@@ -76,8 +75,6 @@ def check_report_path(path: str, scores: Optional[str], overwrite: bool,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import ReportError, write_html_report
-
     progress = None if args.quiet else progress_bar()
     group_by = None if args.group_by.lower() == "none" else args.group_by
     try:

@@ -13,9 +13,28 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional
 
-from ..result import AXES
-from ..stream.sinks import FORMATS
+import torch
+from tqdm import tqdm
+
+from ..outputs import input_conflict
+from ..report import ReportError, write_html_report
+from ..ranking import BY_HELP, by_argument
+from ..stream import (
+    InputError,
+    OutputError,
+    ScoreJob,
+    model_description,
+    open_inputs,
+    parse_shard,
+    read_rows,
+    result_from_rows,
+    sort_output,
+)
+from ..stream.loader import default_workers, model_threads
+from ..stream.ray_engine import RayEngine
+from ..stream.sinks import FORMATS, read_paths
 from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, load_scorer, non_negative_int, positive_int, show
+from .report import check_report_path, progress_bar
 
 EXIT_INTERRUPTED = 130
 
@@ -57,11 +76,12 @@ def register(sub) -> argparse.ArgumentParser:
                                      "else a local Ray started for this run)")
     s.add_argument("--actors", type=positive_int, help="with --engine ray: scoring actors (default: one per "
                                                        "GPU, else one per 2 CPUs of the cluster)")
-    s.add_argument("--sort", choices=AXES,
-                   help="at the end, list best first by this score (default with --top: the model's own ranking)")
+    s.add_argument("--sort", type=by_argument("--sort"), metavar="KEY",
+                   help=f"at the end, list best first by this ranking key: {BY_HELP} (with --top alone: the "
+                        "model's own ranking)")
     s.add_argument("--ascending", action="store_true", help="with --sort/--top: worst first")
     s.add_argument("--top", type=positive_int, metavar="K",
-                   help="at the end, keep only the K best (by --sort, default the model's own ranking)")
+                   help="at the end, keep only the K best (by --sort, else the model's own ranking)")
     s.add_argument("--report", metavar="HTML", help="after scoring, write an HTML report of the scores "
                                                     "(as `joint report` does: thumbnails, histograms, folders)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -83,8 +103,6 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..stream import InputError, OutputError, ScoreJob, model_description, open_inputs, parse_shard
-
     if not args.paths and args.files_from is None:
         return _fail("nothing to score: give image files, folders, globs, tars or tables, or --files-from LIST")
     if args.resume and not args.out:
@@ -95,15 +113,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--address and --actors need --engine ray")
     inputs = [p for p in args.paths if os.path.isfile(p)] + [args.files_from or ""]
     if args.out:
-        from ..outputs import input_conflict
-
         problem = input_conflict(args.out, inputs)
         if problem:
             return _fail(problem)
     if args.report:
-        from ..stream.sinks import read_paths
-        from .report import check_report_path
-
         problem = check_report_path(args.report, args.out, args.overwrite,   # before any work, as for --out
                                     inputs + (read_paths(args.out) if args.out else []))
         if problem:
@@ -205,10 +218,6 @@ def run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, collected: Optional[List[Dict[str, Any]]], ids: str) -> bool:
     """--report: the HTML report of what --out holds (after --sort/--top), or of the rows printed,
     written by the one report writer (:func:`joint_core.report.write_html_report`)."""
-    from ..report import ReportError, write_html_report
-    from ..stream import OutputError, read_rows
-    from .report import progress_bar
-
     try:
         rows = list(read_rows(args.out)) if args.out else collected
         summary = write_html_report(rows, args.report, title=f"joint report: {args.out}" if args.out else None,
@@ -229,13 +238,8 @@ def _raise_interrupt(signum, frame):
 
 def _engine(args: argparse.Namespace, scorer):
     if args.engine == "ray":
-        from ..stream.ray_engine import RayEngine
-
         return RayEngine(scorer, batch_size=args.batch_size, address=args.address, actors=args.actors,
                          localizer=args.localizer, dtype=args.dtype)
-    import torch
-
-    from ..stream.loader import default_workers, model_threads
 
     workers = default_workers(scorer.device) if args.workers is None else args.workers
     threads = args.threads or model_threads(scorer.device, workers)
@@ -247,8 +251,6 @@ def _engine(args: argparse.Namespace, scorer):
 
 def _select(args: argparse.Namespace, scorer, collected: Optional[List[Dict[str, Any]]]) -> int:
     """--sort / --top at the end, from the score file (or the rows kept for printing)."""
-    from ..stream import OutputError, result_from_rows, sort_output
-
     descending = not args.ascending
     if args.out:
         try:
@@ -275,8 +277,6 @@ class _Printer:
         self.header = False
 
     def rows(self, records: List[Dict[str, Any]]) -> None:
-        from tqdm import tqdm
-
         lines = []
         for r in records:
             if not self.messages:

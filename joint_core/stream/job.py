@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from .loader import Sample, id_is_path
-from .sinks import OutputError, Sink, meta_path, read_rows, write_rows
+import torch
+from safetensors import safe_open
+
+from .._version import __version__
+from ..checkpoint import HASH_KEY, WEIGHTS_NAME, state_hash
+from ..ranking import AXES, DEFAULT_BY, check_by
+from ..result import ScoreResult
+from ..scorer import NaturalnessScorer
+from ..preprocess.loader import Sample, id_is_path
+from .sinks import OutputError, Sink, has_rows, lock_path, meta_path, read_rows, remove_output, write_rows
 from .sources import KeySetHash, Source, _encode_key, shard
 
 META_FORMAT = 1
@@ -34,14 +42,10 @@ Engine = Callable[[Iterator[Sample]], Iterable[List[Dict[str, Any]]]]
 
 def model_description(scorer: Any) -> Dict[str, Any]:
     """What decides a model's scores: a hash of its config and weights, and the dtype."""
-    from ..checkpoint import HASH_KEY, WEIGHTS_NAME, state_hash
-
     cfg = scorer.config
     weights = None
     if scorer.source is not None:
         try:
-            from safetensors import safe_open
-
             with safe_open(str(Path(scorer.source.path) / WEIGHTS_NAME), framework="pt") as f:
                 weights = (f.metadata() or {}).get(HASH_KEY)
         except Exception:  # noqa: BLE001 - fall back to hashing the loaded weights
@@ -114,8 +118,6 @@ def check_meta(meta: Any) -> Optional[str]:
     """What is wrong with a job record (the schema of :meth:`ScoreJob.describe`), else None.
     Keys may be missing (records of older versions lack some); present ones must have their
     type. Unknown keys are allowed (records of newer versions)."""
-    from ..result import check_by
-
     if not isinstance(meta, dict):
         return f"expected a JSON object, found {_kind(meta)}"
 
@@ -236,8 +238,6 @@ class ScoreJob:
         self.model: Optional[Dict[str, Any]] = None
         self._plan: Optional[Plan] = None
         if out is not None:
-            from .sinks import has_rows
-
             self._created = not has_rows(out) and not Path(out).exists()
             self.meta = read_meta(out) if mode == "resume" else None
             self.sink = Sink(out, mode)   # creates the file: cannot write -> error before any work
@@ -253,8 +253,6 @@ class ScoreJob:
             return
         self.sink.close(finish=False)
         if self._created and self.sink.rows == 0:
-            from .sinks import lock_path, remove_output
-
             try:
                 remove_output(self.out)
                 lock_path(self.out).unlink(missing_ok=True)
@@ -330,8 +328,6 @@ class ScoreJob:
     # -- running ---------------------------------------------------------------------------
 
     def describe(self, finished: bool, rows: int) -> Dict[str, Any]:
-        from .. import __version__
-
         p = self._plan or Plan()
         return {"format": META_FORMAT, "joint": __version__, "finished": finished, "rows": rows,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -346,8 +342,6 @@ class ScoreJob:
         """Score what is left, append each batch to the score file, call ``on_batch``. A
         ``KeyboardInterrupt`` (SIGINT) stops after the batches written so far: the file is valid and
         ``--resume`` continues it; it is re-raised after the file is closed."""
-        from ..scorer import NaturalnessScorer
-
         plan = self._plan or self.plan()
         out = Outcome(total=plan.done, total_failed=plan.done_failed, total_flagged=plan.done_flagged)
         if self.out is not None:
@@ -397,12 +391,8 @@ class ScoreJob:
 # --------------------------------------------------------------------------------------------
 
 
-def result_from_rows(rows: List[Dict[str, Any]], default_by: Any = "naturalness", score_range=(1.0, 5.0)):
+def result_from_rows(rows: List[Dict[str, Any]], default_by: Any = DEFAULT_BY, score_range=(1.0, 5.0)):
     """Score-file records -> a :class:`~joint_core.result.ScoreResult` (for ``keep``)."""
-    import torch
-
-    from ..result import AXES, ScoreResult
-
     nan = float("nan")
     cols = {ax: torch.tensor([nan if r[ax] is None else r[ax] for r in rows], dtype=torch.float64)
             for ax in AXES}
@@ -414,7 +404,7 @@ def result_from_rows(rows: List[Dict[str, Any]], default_by: Any = "naturalness"
                        warnings=flagged)
 
 
-def sort_output(out: str, by: Any, k: Optional[int], descending: bool, default_by: Any = "naturalness",
+def sort_output(out: str, by: Any, k: Optional[int], descending: bool, default_by: Any = DEFAULT_BY,
                 limit: Optional[int] = None) -> Tuple[List[Dict[str, Any]], int]:
     """Rewrite ``out`` best first (only the ``k`` best with ``k``) with ``ScoreResult.keep``,
     atomically. Returns the rows kept and how many the file held. Refuses (OutputError, file

@@ -26,19 +26,31 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from .loader import Sample, load_sample
+import torch
+
+from ..checkpoint import WEIGHTS_NAME, read_weights
+from ..config import JointConfig
+from ..extras import require
+from ..model import JointModel
+from ..preprocess.loader import Sample, load_sample
+from ..ranking import AXES
+from ..scorer import NaturalnessScorer
+from .job import model_description
 
 
 def _import_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise ImportError("--engine ray needs Ray Data: pip install 'joint-naturalness[ray]'") from None
-    return ray
+    """``ray`` with Ray Data, or an ImportError naming the ``ray`` extra."""
+    require("ray.data", "--engine ray")
+    return require("ray", "--engine ray")
+
+
+def _pyarrow():
+    return require("pyarrow", "--engine ray")
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +69,7 @@ def _dec(b: Any) -> Optional[str]:
 def _block(samples: List[Sample]):
     """A batch of samples as one Arrow block. Paths and tar members become absolute (workers do
     not share the driver's folder); ids stay as given."""
-    import pyarrow as pa
+    pa = _pyarrow()
 
     def absolute(p: Optional[str]) -> Optional[str]:
         return None if p is None else os.path.abspath(p)
@@ -94,22 +106,10 @@ class ScoreActor:
 
     def __init__(self, model: Any, sha256: Optional[str] = None, device: str = "auto", dtype: str = "auto",
                  localizer: Optional[str] = None, decode_threads: int = 1, torch_threads: Optional[int] = None):
-        import socket
-
-        import torch
-
-        from ..scorer import NaturalnessScorer
-        from .job import model_description
-
         if torch_threads:
             torch.set_num_threads(torch_threads)
         if isinstance(model, list):
-            import ray
-
-            from ..config import JointConfig
-            from ..model import JointModel
-
-            blob = ray.get(model[0])
+            blob = _import_ray().get(model[0])
             net = JointModel(JointConfig.from_json(blob["config"]))
             net.load_state_dict(blob["state"], strict=True)
             self.scorer = NaturalnessScorer(net, device=device, dtype=dtype, localizer=localizer)
@@ -120,13 +120,10 @@ class ScoreActor:
                                "install the same model folder on every node (or use a hub id)")
         self.pool = None
         if decode_threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             self.pool = ThreadPoolExecutor(decode_threads)
 
     def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-
+        pa = _pyarrow()
         samples = [_row_sample(row) for row in batch.to_pylist()]
         limits = self.scorer.limits   # the same per-image bounds as a local run
 
@@ -166,8 +163,6 @@ def actor_model(scorer: Any, ray: Any) -> Any:
 def model_blob(scorer: Any) -> Dict[str, Any]:
     """The model's config and weights as stored (fp32 from the checkpoint file when there is one,
     so actors hold exactly what a local scorer loads)."""
-    from ..checkpoint import WEIGHTS_NAME, read_weights
-
     state = None
     if scorer.source is not None:
         f = Path(scorer.source.path) / WEIGHTS_NAME
@@ -248,8 +243,6 @@ class RayEngine:
         if not refs:
             return None
         self.blocks = len(refs)
-        from .job import model_description
-
         threads = max(1, int(plan["num_cpus"]))
         return ray.data.from_arrow_refs(refs).map_batches(
             ScoreActor, batch_size=self.batch_size, batch_format="pyarrow",
@@ -281,7 +274,7 @@ def _records(batch: Any) -> List[Dict[str, Any]]:
     out = []
     for row in batch.to_pylist():
         rec: Dict[str, Any] = {"source": _dec(row["key"])}
-        for ax in ("technical", "rationality", "naturalness"):
+        for ax in AXES:
             v = row[ax]
             rec[ax] = None if v is None or v != v else v
         rec["error"] = row["error"]
@@ -302,8 +295,6 @@ def score_dataset(ds: Any, scorer: Any, column: str = "image", id_column: Option
         >>> scored.filter(lambda r: r["naturalness"] >= 3.5).write_parquet("s3://bucket/kept/")
     """
     ray = _import_ray()
-    from .job import model_description
-
     model = actor_model(scorer, ray)
     sha = model_description(scorer)["sha256"]
     device = "cuda" if num_gpus else "cpu"
@@ -330,7 +321,7 @@ class _DatasetScorer:
         loaded = [load_sample(s, self.actor.scorer.limits)[0] for s in samples]
         res = self.actor.scorer.score_items(loaded)
         out = df.copy()
-        for ax in ("technical", "rationality", "naturalness"):
+        for ax in AXES:
             out[ax] = getattr(res, ax).double().numpy()
         out["error"] = [res.errors.get(i) for i in range(len(samples))]
         out["warning"] = _warnings(res, len(samples))

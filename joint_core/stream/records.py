@@ -12,10 +12,10 @@ import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import OutputError
+from ..ranking import AXES
 
 FIELDS = ("source", "technical", "rationality", "naturalness", "error", "warning")
 REQUIRED = FIELDS[:5]     # what a score file must have to be read; ``warning`` came later
-AXES = ("technical", "rationality", "naturalness")
 
 
 def file_error(path: Any, e: BaseException, what: str = "cannot write") -> OutputError:

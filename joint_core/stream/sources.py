@@ -29,7 +29,7 @@ import tempfile
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ..preprocess.images import IMAGE_EXTENSIONS, ImageInputError, UnreadablePath, expand_paths, open_regular
-from .loader import Sample
+from ..preprocess.loader import Sample
 from ..errors import InputError
 from ..extras import require
 

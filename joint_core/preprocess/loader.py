@@ -1,0 +1,194 @@
+"""Samples -> decoded images, in DataLoader worker processes, in input order, with bounded prefetch.
+
+A :class:`Sample` is a light reference to one image - a file path, the bytes of a Parquet cell,
+a member of a tar file, or an in-memory image - and its ``key`` (the id written to score files).
+Sources (:mod:`joint_core.stream.sources`) yield samples lazily; :func:`iter_batches` turns them
+into batches of :class:`~joint_core.preprocess.images.ImageItem` through a torch ``DataLoader``:
+the main process only hands out references, the workers open and decode the files with the
+project's one per-image loader (:func:`~joint_core.preprocess.images.load_one`), so an unreadable
+file is a named per-item error and never loses the batch.
+
+Memory does not grow with the number of images: at most ``num_workers * prefetch`` batches are in
+flight, and batches come back in input order whatever the worker count.
+
+It lives under :mod:`joint_core.preprocess` so that the scorer (``NaturalnessScorer.score_iter``)
+builds on it without importing :mod:`joint_core.stream`, which imports the scorer; how many
+workers and threads to use is :mod:`joint_core.stream.loader`'s policy.
+"""
+
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+
+import torch
+
+from ..errors import ImageInputError
+from .images import load_items, load_one
+from .items import ImageItem, ImageLimits, check_layout
+from .paths import open_regular
+
+
+class Sample(NamedTuple):
+    """One input image, by reference. Exactly one of ``path``, ``data``, ``member``, ``obj`` or
+    ``error`` is set:
+
+    - ``path``: an image file;
+    - ``data``: encoded image bytes (a Parquet cell, a member of a compressed tar);
+    - ``member``: ``(tar file, offset of the data, size)`` in an uncompressed tar, read on load;
+    - ``obj``: an in-memory image (PIL, array, tensor), as :meth:`NaturalnessScorer.score` takes;
+    - ``error``: the input could not even be listed (a truncated tar, a bad table row).
+    """
+
+    key: str
+    path: Optional[str] = None
+    data: Optional[bytes] = None
+    member: Optional[Tuple[str, int, int]] = None
+    obj: Any = None
+    error: Optional[str] = None
+
+
+def id_is_path(sample: Sample) -> bool:
+    """Whether a sample's id (its ``key``, the ``source`` column) is the local file it was read
+    from. Ids of tar members, table cells with image bytes and rows named by an id column are
+    not: such an id must never be opened as a local path (it may name an unrelated file)."""
+    return sample.path is not None and sample.key == sample.path
+
+
+def as_sample(obj: Any, position: int) -> Sample:
+    """An input of :meth:`NaturalnessScorer.score_iter` -> a :class:`Sample`."""
+    if isinstance(obj, Sample):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return Sample(str(obj), path=str(obj))
+    return Sample(f"input {position}", obj=obj)
+
+
+def load_sample(sample: Sample, limits: Optional[ImageLimits] = None, layout: str = "auto"
+                ) -> List[ImageItem]:
+    """Decode one sample; never raises. In-memory batches (a ``[B,3,H,W]`` tensor) give several
+    items, everything else one. ``limits`` and ``layout`` as for
+    :func:`~joint_core.preprocess.images.collect_images` (the scorer passes its own)."""
+    if sample.error is not None:
+        return [ImageItem(sample.key, error=sample.error)]
+    if sample.path is not None:
+        item = load_one(sample.path, limits=limits)
+        if sample.key != sample.path:  # a path made absolute for a remote worker: name it as given
+            item.source = sample.key
+            for field in ("error", "warning"):
+                text = getattr(item, field)
+                if text is not None and text.startswith(sample.path):
+                    setattr(item, field, sample.key + text[len(sample.path):])
+        return [item]
+    if sample.data is not None:
+        return [load_one(sample.data, source=sample.key, limits=limits)]
+    if sample.member is not None:
+        tar, offset, size = sample.member
+        try:
+            with open_regular(tar, what="a tar file") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except ImageInputError as e:
+            return [ImageItem(sample.key, error=f"{sample.key}: {e}")]
+        except OSError as e:
+            return [ImageItem(sample.key, error=f"{sample.key}: cannot read {tar} ({e.strerror or e})")]
+        if len(data) != size:
+            return [ImageItem(sample.key, error=f"{sample.key}: {tar} is truncated")]
+        return [load_one(data, source=sample.key, limits=limits)]
+    return load_items(sample.obj, label=sample.key, limits=limits, layout=layout)
+
+
+class _SampleDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose "indices" are the samples themselves: the batch sampler streams
+    samples from the main process, the workers decode them."""
+
+    def __init__(self, limits: Optional[ImageLimits] = None, layout: str = "auto"):
+        self.limits, self.layout = limits, layout
+
+    def __getitem__(self, sample: Sample) -> List[ImageItem]:
+        return load_sample(sample, self.limits, self.layout)
+
+    def __len__(self) -> int:  # pragma: no cover - never asked: the batch sampler drives the loader
+        raise TypeError("streamed dataset has no length")
+
+
+class _Batches:
+    """Re-iterable batch sampler over an iterator of samples (iterated once)."""
+
+    def __init__(self, samples: Iterator[Sample], batch_size: int):
+        self.samples, self.batch_size = samples, batch_size
+
+    def __iter__(self) -> Iterator[List[Sample]]:
+        batch: List[Sample] = []
+        for s in self.samples:
+            batch.append(s)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _collate(parts: List[List[ImageItem]]) -> List[ImageItem]:
+    return [item for part in parts for item in part]
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a decoding worker leaves Ctrl-C to the main process (which
+    stops the job cleanly and shuts the workers down), and stays quiet when the main process goes
+    away in the middle of a transfer. Tensors reach the main process through file descriptors
+    served by a thread of the worker (``multiprocessing.resource_sharer``); if the main process is
+    interrupted while it fetches one, that thread's accept fails and it printed a traceback under
+    the "interrupted; resume with ..." message. Other errors still print."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread
+        pass
+    default = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, (EOFError, ConnectionError, BrokenPipeError)):
+            return
+        default(kind, value, tb)
+
+    sys.excepthook = hook
+
+
+def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
+                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto"
+                 ) -> Iterator[List[ImageItem]]:
+    """Decode ``samples`` (:class:`Sample` objects, paths or in-memory images) in ``num_workers``
+    processes (0: in this process) and yield lists of at most ``batch_size`` items, in input order.
+    At most ``num_workers * prefetch`` batches are decoded ahead. ``limits`` bound the work per
+    image (the scorer's :attr:`~joint_core.scorer.NaturalnessScorer.limits`); ``layout`` reads
+    in-memory arrays and tensors."""
+    check_layout(layout)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+        raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
+    stream = (as_sample(obj, i) for i, obj in enumerate(samples))
+    loader = torch.utils.data.DataLoader(
+        _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
+        collate_fn=_collate, prefetch_factor=prefetch if num_workers else None,
+        worker_init_fn=_quiet_worker if num_workers else None)
+    it = iter(loader)
+    pending: List[ImageItem] = []
+    try:
+        for items in it:
+            # in-memory batches can give more items than samples: re-cut to batch_size
+            pending.extend(items)
+            while len(pending) >= batch_size:
+                yield pending[:batch_size]
+                pending = pending[batch_size:]
+        if pending:
+            yield pending
+    finally:
+        if hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+        del it
