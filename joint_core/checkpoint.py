@@ -97,7 +97,7 @@ def no_model_message() -> str:
         f"set ${ENV_MODEL}. To use the authors' JOINT checkpoint, download JOINT_2024.pth (links in "
         "the AGIN README) and run `joint convert JOINT_2024.pth` - it installs into "
         f"{default_model_dir()}, which is used automatically. To train your own: "
-        "`python -m train fit --config train/recipes/...` (see README, 'Training').")
+        "`python -m train fit --config train/recipes/...` (see docs/training.md).")
 
 
 def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedModel:
@@ -133,8 +133,8 @@ def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedMo
         return ResolvedModel(download_from_hub(name, revision), "hub", name)
     if name in list_presets():
         raise CheckpointError(f"{name!r} is an architecture preset, not a trained model: build it with random "
-                              f"weights with NaturalnessScorer.from_config({name!r}), or train it (README, "
-                              "'Training'). `joint info --list` shows the trained models that can be loaded")
+                              f"weights with NaturalnessScorer.from_config({name!r}), or train it "
+                              "(docs/training.md). `joint info --list` shows the trained models that can be loaded")
     raise CheckpointError(f"{name}: no such model folder, and not a hub id (owner/name); "
                           "`joint info --list` shows the models that can be loaded")
 

@@ -272,7 +272,9 @@ def write_html_report(scores: Union[str, os.PathLike, Iterable[Mapping[str, Any]
             table's folder).
         thumb_size: the thumbnails' long side in pixels.
         page_size: images per page of the grid (the page can change it).
-        level, resamples, seed: the bootstrap intervals of the group means.
+        level: the confidence level of the bootstrap intervals of the group means.
+        resamples: the bootstrap's resamples.
+        seed: the bootstrap's random seed.
         progress: called as ``progress(done, total)`` while thumbnails are made.
         overwrite: replace an existing ``out``. Without it, only a report that was made from the
             same scores file (a rerun, ``joint score --resume --report``) is replaced.
