@@ -57,6 +57,22 @@ def tiny_scorer(tiny_model_dir):
     return NaturalnessScorer.from_pretrained(tiny_model_dir, device="cpu")
 
 
+# read once, before any test can monkeypatch it (isolated_models hides it)
+SHIPPED_DEFAULT = Path(__file__).resolve().parents[1] / "joint_core" / "weights" / "default"
+
+
+@pytest.fixture(scope="session")
+def default_scorer():
+    """The shipped default model, loaded once per session (87.5 MiB, a CLIP ViT-B/16: seconds to
+    build, hundreds of MB), for the tests whose numbers are the default model's own; tests whose
+    numbers do not matter use ``tiny_scorer``. Skipped where this checkout ships no default."""
+    from joint_core import NaturalnessScorer
+
+    if not (SHIPPED_DEFAULT / "model.safetensors").is_file():
+        pytest.skip("this checkout ships no default model")
+    return NaturalnessScorer.from_pretrained(SHIPPED_DEFAULT, device="cpu")
+
+
 @pytest.fixture
 def isolated_models(tmp_path, monkeypatch):
     """No $JOINT_MODEL, an empty user cache, and no shipped default: resolution finds nothing."""

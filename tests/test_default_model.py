@@ -8,18 +8,13 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from joint_core import NaturalnessScorer, load_model
+from joint_core import load_model
 from joint_core.checkpoint import MODEL_CARD_NAME, SHIPPED_DEFAULT, WEIGHTS_NAME, read_weights
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DEFAULT / WEIGHTS_NAME).is_file(),
                                 reason="this checkout ships no default model")
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
-
-
-@pytest.fixture(scope="module")
-def default_scorer():
-    return NaturalnessScorer.from_pretrained("default", device="cpu")
 
 
 def test_shipped_files_load_strictly_and_fit_the_size_budget():

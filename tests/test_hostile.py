@@ -70,12 +70,6 @@ def run_python(code: str, timeout: float, *args: str) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def default_scorer():
-    """The shipped default model: the issue's numbers (degenerate images winning) are its."""
-    return NaturalnessScorer.from_pretrained("default", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def corpus():
     """Real photographs and the degenerate frames of the issue, 256 x 256 uint8."""
     def square(a):
