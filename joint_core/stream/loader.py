@@ -14,7 +14,9 @@ flight, and batches come back in input order whatever the worker count.
 
 from __future__ import annotations
 
+import functools
 import os
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -127,24 +129,71 @@ def _collate(parts: List[List[ImageItem]]) -> List[ImageItem]:
     return [item for part in parts for item in part]
 
 
-def default_workers(device: Any = "cpu") -> int:
-    """Decoding processes for ``--workers``'s default: on a GPU, every core but one (decoding is
-    the bottleneck there); on CPU, where the model needs the cores too, one per four cores
-    (at least one) - decoding a 512 px PNG costs about a fifth of scoring it."""
+# A model that costs at least this many GFLOPs an image is "heavy" on a CPU: decoding an image
+# (a 512 px PNG: 13-55 ms on one core) is then a small share of the work, so the model gets every
+# core and one decoder runs beside it at low priority, in the gaps of the model's thread team.
+# The v2 default (CLIP ViT-B/16 + MobileNetV2) costs 35.7 GFLOPs, v1 (EfficientNet-Lite0 +
+# MobileNetV2) 1.4: measured in benchmarks/bulk_score.py, see README ("Scoring many images").
+HEAVY_GFLOPS = 8.0
+LOW_PRIORITY = 19
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """How `joint score` and :meth:`~joint_core.scorer.NaturalnessScorer.score_iter` share the
+    cores: ``workers`` decoding processes at ``nice`` (0: normal priority) and ``threads`` torch
+    threads for the model (None: leave torch's setting)."""
+
+    workers: int
+    threads: Optional[int]
+    nice: int = 0
+
+
+def plan_cpu(device: Any = "cpu", gflops: Optional[float] = None, workers: Optional[int] = None,
+             threads: Optional[int] = None) -> CpuPlan:
+    """Decoding workers and model threads from the model's cost (``gflops`` an image, see
+    :meth:`~joint_core.model.JointModel.gflops`) and the cores; ``workers``/``threads`` given by
+    the user are kept as they are.
+
+    The rule depends on nothing measured at run time (only the model and the core count), so
+    a machine scores the same images with the same thread count on every run, and the scores
+    are reproducible to the last bit (the thread count moves them by about 1e-6).
+
+    - GPU: every core but one decodes (decoding is the bottleneck there); torch's threads as set.
+    - CPU, one core: decode in this process (0 workers), one thread.
+    - CPU, a heavy model (``gflops >= HEAVY_GFLOPS``): every core to the model and one decoder
+      at low priority (niced): a decoder at normal priority beside a full thread team stalls the
+      team (every parallel region waits for its descheduled thread).
+    - CPU, a light model (or unknown cost): one decoder per four cores (at least one), at normal
+      priority, and the model the cores they leave (at least one).
+    """
     cores = available_cores()
-    if torch.device(device).type == "cpu":
-        return max(1, min(8, cores // 4))
-    return max(1, min(16, cores - 1))
+    if torch.device(device).type != "cpu":
+        w = max(1, min(16, cores - 1)) if workers is None else workers
+        return CpuPlan(w, threads)
+    if cores <= 1:
+        return CpuPlan(0 if workers is None else workers, threads or 1)
+    heavy = gflops is not None and gflops >= HEAVY_GFLOPS
+    if heavy:
+        w = 1 if workers is None else workers
+        nice = LOW_PRIORITY if w and threads is None else 0
+        return CpuPlan(w, threads or cores, nice)
+    w = max(1, min(8, cores // 4)) if workers is None else workers
+    t = threads or (max(1, cores - w) if w else None)
+    return CpuPlan(w, t)
 
 
-def model_threads(device: Any, workers: int) -> Optional[int]:
-    """Torch threads for the model when ``workers`` processes decode beside it on CPU: the cores
-    the decoders leave (at least one). More threads than free cores make the model's thread team
-    wait on descheduled threads - several times slower than one thread on a busy machine. None:
-    leave torch's setting (a GPU, or no workers)."""
+def default_workers(device: Any = "cpu", gflops: Optional[float] = None) -> int:
+    """Decoding processes for ``--workers``'s default (:func:`plan_cpu`)."""
+    return plan_cpu(device, gflops).workers
+
+
+def model_threads(device: Any, workers: int, gflops: Optional[float] = None) -> Optional[int]:
+    """Torch threads for the model when ``workers`` processes decode beside it (:func:`plan_cpu`).
+    None: leave torch's setting (a GPU, or no workers)."""
     if torch.device(device).type != "cpu" or workers <= 0:
         return None
-    return max(1, available_cores() - workers)
+    return plan_cpu(device, gflops, workers=workers).threads
 
 
 def available_cores() -> int:
@@ -154,15 +203,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _quiet_worker(worker_id: int) -> None:
+def _quiet_worker(worker_id: int, nice: int = 0) -> None:
     """DataLoader ``worker_init_fn``: a decoding worker leaves Ctrl-C to the main process (which
     stops the job cleanly and shuts the workers down), and stays quiet when the main process goes
     away in the middle of a transfer. Tensors reach the main process through file descriptors
     served by a thread of the worker (``multiprocessing.resource_sharer``); if the main process is
     interrupted while it fetches one, that thread's accept fails and it printed a traceback under
-    the "interrupted; resume with ..." message. Other errors still print."""
+    the "interrupted; resume with ..." message. Other errors still print. ``nice`` > 0 lowers
+    the worker's priority (:class:`CpuPlan`)."""
     import signal
     import sys
+
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:  # pragma: no cover - not permitted here: run at normal priority
+            pass
 
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -179,13 +235,14 @@ def _quiet_worker(worker_id: int) -> None:
 
 
 def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
-                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto"
-                 ) -> Iterator[List[ImageItem]]:
+                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto",
+                 worker_nice: int = 0) -> Iterator[List[ImageItem]]:
     """Decode ``samples`` (:class:`Sample` objects, paths or in-memory images) in ``num_workers``
     processes (0: in this process) and yield lists of at most ``batch_size`` items, in input order.
     At most ``num_workers * prefetch`` batches are decoded ahead. ``limits`` bound the work per
     image (the scorer's :attr:`~joint_core.scorer.NaturalnessScorer.limits`); ``layout`` reads
-    in-memory arrays and tensors."""
+    in-memory arrays and tensors; ``worker_nice`` > 0 runs the workers at lower priority (beside
+    a model that uses every core, :func:`plan_cpu`)."""
     check_layout(layout)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -197,7 +254,7 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
     loader = torch.utils.data.DataLoader(
         _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
         collate_fn=_collate, prefetch_factor=prefetch if num_workers else None,
-        worker_init_fn=_quiet_worker if num_workers else None)
+        worker_init_fn=functools.partial(_quiet_worker, nice=worker_nice) if num_workers else None)
     it = iter(loader)
     pending: List[ImageItem] = []
     try:
