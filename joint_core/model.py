@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .backbones import create_backbone
 from .config import BranchConfig, CalibrationConfig, FusionConfig, JointConfig
@@ -175,3 +176,20 @@ class JointModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @torch.inference_mode()
+    def gflops(self) -> float:
+        """The forward cost of one image in GFLOPs (both branches at the preprocessing crop
+        sizes), counted by torch's ``FlopCounterMode`` on one blank image: a property of the
+        model, not of the machine, so plans made from it (:func:`joint_core.devices.plan_cpu`)
+        are the same on every run. Counted once, then cached."""
+        if getattr(self, "_gflops", None) is None:
+            p = self.config.preprocess
+            param = next(self.parameters())
+            kw = {"device": param.device, "dtype": param.dtype}
+            x_t = torch.zeros(1, 3, p.technical.crop, p.technical.crop, **kw)
+            x_r = torch.zeros(1, 3, p.rationality.crop, p.rationality.crop, **kw)
+            with FlopCounterMode(display=False) as counter:
+                self(x_t, x_r)
+            self._gflops = counter.get_total_flops() / 1e9
+        return self._gflops

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import ResolvedModel, load_model, resolve_model, save_model
 from .config import JointConfig, get_preset
-from .devices import pick_device, pick_dtype
+from .devices import pick_device, pick_dtype, plan_cpu
 from .frozen import FrozenBranches
 from .model import JointModel, JointOutput
 from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images, first_line
@@ -170,6 +170,10 @@ class NaturalnessScorer:
             "ranking": describe_by(cfg.ranking),   # what every face ranks by when no axis is named
         }
 
+    def gflops(self) -> float:
+        """The model's forward cost of one image in GFLOPs (:meth:`JointModel.gflops`)."""
+        return self.model.gflops()
+
     # -- scoring --------------------------------------------------------------------------
 
     @property
@@ -263,10 +267,10 @@ class NaturalnessScorer:
                            tuple(self.config.score_range), default_by=self.config.ranking,
                            warnings=flagged)
 
-    def score_iter(self, inputs: Any, batch_size: int = 16, num_workers: int = 0, prefetch: int = 2,
+    def score_iter(self, inputs: Any, batch_size: int = 16, num_workers: Optional[int] = 0, prefetch: int = 2,
                    progress: Optional[bool] = None, total: Optional[int] = None,
-                   layout: Literal["auto", "channels_first", "channels_last"] = "auto"
-                   ) -> Iterator[List[Dict[str, Any]]]:
+                   layout: Literal["auto", "channels_first", "channels_last"] = "auto",
+                   worker_nice: int = 0) -> Iterator[List[Dict[str, Any]]]:
         """Score a stream of images batch by batch, decoding in worker processes; yields each
         batch's records (as :meth:`ScoreResult.to_records`, with ``index`` counting from the start
         of ``inputs``), in input order.
@@ -281,14 +285,21 @@ class NaturalnessScorer:
                 :func:`joint_core.stream.open_inputs` (folders, globs, lists, WebDataset tars,
                 Parquet/CSV tables). A single path or image is one input.
             batch_size: images per forward pass.
-            num_workers: decoding processes (0: decode in this process).
+            num_workers: decoding processes (0: decode in this process; None: as `joint score`
+                plans them from the model's cost and the cores, :func:`~joint_core.devices.plan_cpu`,
+                with the model's threads set for the run and restored after it).
             prefetch: batches each worker decodes ahead.
             progress: a tqdm bar (default: on a terminal); ``total`` sets its length when known.
             layout: how in-memory arrays and tensors are read, as for :meth:`score`.
+            worker_nice: lower the decoding workers' priority by this much (0: as this process).
 
         The per-image limits of :meth:`score` hold in the workers (:attr:`limits`); flagged
         images carry their message in the records' ``warning``.
         """
+        nice, threads = worker_nice, None
+        if num_workers is None:
+            plan = plan_cpu(self.device, self.gflops() if self.device.type == "cpu" else None)
+            num_workers, nice, threads = plan.workers, plan.nice, plan.threads
         if isinstance(inputs, (str, os.PathLike)) or _is_single_image(inputs):
             inputs = [inputs]
         elif hasattr(inputs, "samples"):
@@ -297,9 +308,12 @@ class NaturalnessScorer:
             total = len(inputs)
         bar = self._progress_bar(total, 0, progress)
         done = 0
+        saved_threads = torch.get_num_threads()
         try:
-            for items in iter_batches(inputs, batch_size, num_workers, prefetch,
-                                      limits=self.limits, layout=check_layout(layout)):
+            if threads:
+                torch.set_num_threads(threads)
+            for items in iter_batches(inputs, batch_size, num_workers, prefetch, limits=self.limits,
+                                      layout=check_layout(layout), worker_nice=nice):
                 records = self.score_items(items).to_records()
                 for r in records:
                     r["index"] += done
@@ -308,6 +322,8 @@ class NaturalnessScorer:
                     bar.update(len(records))
                 yield records
         finally:
+            if threads:
+                torch.set_num_threads(saved_threads)
             if bar is not None:
                 bar.close()
 

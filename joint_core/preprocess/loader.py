@@ -13,12 +13,13 @@ flight, and batches come back in input order whatever the worker count.
 
 It lives under :mod:`joint_core.preprocess` so that the scorer (``NaturalnessScorer.score_iter``)
 builds on it without importing :mod:`joint_core.stream`, which imports the scorer; how many
-workers and threads to use is :mod:`joint_core.stream.loader`'s policy.
+workers and threads to use is :func:`joint_core.devices.plan_cpu`'s policy.
 """
 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -136,13 +137,20 @@ def _collate(parts: List[List[ImageItem]]) -> List[ImageItem]:
     return [item for part in parts for item in part]
 
 
-def _quiet_worker(worker_id: int) -> None:
+def _quiet_worker(worker_id: int, nice: int = 0) -> None:
     """DataLoader ``worker_init_fn``: a decoding worker leaves Ctrl-C to the main process (which
     stops the job cleanly and shuts the workers down), and stays quiet when the main process goes
     away in the middle of a transfer. Tensors reach the main process through file descriptors
     served by a thread of the worker (``multiprocessing.resource_sharer``); if the main process is
     interrupted while it fetches one, that thread's accept fails and it printed a traceback under
-    the "interrupted; resume with ..." message. Other errors still print."""
+    the "interrupted; resume with ..." message. Other errors still print. ``nice`` > 0 lowers
+    the worker's priority (:class:`~joint_core.devices.CpuPlan`)."""
+    if nice > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:  # pragma: no cover - not permitted here: run at normal priority
+            pass
+
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # pragma: no cover - not the main thread
@@ -158,13 +166,14 @@ def _quiet_worker(worker_id: int) -> None:
 
 
 def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
-                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto"
-                 ) -> Iterator[List[ImageItem]]:
+                 prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto",
+                 worker_nice: int = 0) -> Iterator[List[ImageItem]]:
     """Decode ``samples`` (:class:`Sample` objects, paths or in-memory images) in ``num_workers``
     processes (0: in this process) and yield lists of at most ``batch_size`` items, in input order.
     At most ``num_workers * prefetch`` batches are decoded ahead. ``limits`` bound the work per
     image (the scorer's :attr:`~joint_core.scorer.NaturalnessScorer.limits`); ``layout`` reads
-    in-memory arrays and tensors."""
+    in-memory arrays and tensors; ``worker_nice`` > 0 runs the workers at lower priority (beside
+    a model that uses every core, :func:`~joint_core.devices.plan_cpu`)."""
     check_layout(layout)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -176,7 +185,7 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
     loader = torch.utils.data.DataLoader(
         _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
         collate_fn=_collate, prefetch_factor=prefetch if num_workers else None,
-        worker_init_fn=_quiet_worker if num_workers else None)
+        worker_init_fn=functools.partial(_quiet_worker, nice=worker_nice) if num_workers else None)
     it = iter(loader)
     pending: List[ImageItem] = []
     try:

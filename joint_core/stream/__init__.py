@@ -4,9 +4,11 @@ the scorer -> score files that are appended to and can be resumed.
 - :mod:`.sources`: files, folders, globs, ``--files-from`` lists, WebDataset tars, Parquet/CSV
   tables (:func:`open_inputs`), and deterministic shards (:func:`shard`).
 - :mod:`.loader`: :class:`Sample` references and :func:`iter_batches` (``torch.utils.data``
-  workers, input order, bounded prefetch); ``NaturalnessScorer.score_iter`` is built on it.
-- :mod:`.sinks`: CSV / JSONL / JSON / Parquet score files that survive a kill, read back by
-  :func:`read_rows`.
+  workers, input order, bounded prefetch; defined in :mod:`joint_core.preprocess.loader`, which
+  ``NaturalnessScorer.score_iter`` is built on, so the scorer never imports this package), and
+  how the cores are shared (:func:`plan_cpu`, defined in :mod:`joint_core.devices`).
+- :mod:`.sinks`: CSV / JSONL / JSON / Parquet score files that survive a kill (:mod:`.records`,
+  :mod:`.formats`, :mod:`.lock` beside it), read back by :func:`read_rows`.
 - :mod:`.job`: :class:`ScoreJob`, which wires them and resumes; ``joint score`` only calls it.
 - :mod:`.ray_engine`: the same sources and scorer in Ray Data actors (needs the ``ray`` extra;
   imported only when asked for, so this package imports without Ray or pyarrow).
