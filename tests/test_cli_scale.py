@@ -11,8 +11,10 @@ import sys
 import time
 
 import pytest
+import torch
 from PIL import Image
 
+from joint_core import NaturalnessScorer
 from joint_core.cli import main as _main
 from joint_core.stream import read_rows
 
@@ -220,7 +222,8 @@ def test_a_read_only_folder_is_refused_before_scoring(many, tiny_model_dir, tmp_
     assert str(ro / "s.csv") in cap.err and "technical" not in cap.out
 
 
-def test_existing_out_needs_resume_or_overwrite_and_model_must_match(many, tiny_model_dir, tmp_path, capsys):
+def test_existing_out_needs_resume_or_overwrite_and_model_must_match(many, tiny_model_dir, tmp_path, capsys,
+                                                                     tmp_path_factory):
     out = tmp_path / "s.csv"
     one = str(many / "a" / "001.png")
     assert main(["score", one, "-m", str(tiny_model_dir), "-o", str(out), "-q"]) == 0
@@ -228,7 +231,11 @@ def test_existing_out_needs_resume_or_overwrite_and_model_must_match(many, tiny_
     assert "--resume" in capsys.readouterr().err
     assert main(["score", one, "-m", str(tiny_model_dir), "-o", str(out), "-q", "--resume"]) == 0
     assert len(list(read_rows(str(out)))) == 1
-    assert main(["score", one, "-o", str(out), "-q", "--resume"]) == 2   # the shipped default model
+    # another model: a second tiny one (other weights) - its numbers do not matter, so not the shipped default
+    torch.manual_seed(1)
+    other = tmp_path_factory.mktemp("other") / "model"
+    NaturalnessScorer.from_config("tiny-test", device="cpu").save_pretrained(other)
+    assert main(["score", one, "-m", str(other), "-o", str(out), "-q", "--resume"]) == 2
     assert "another model" in capsys.readouterr().err
     assert main(["score", one, "-m", str(tiny_model_dir), "-o", str(out), "-q", "--resume", "--shard", "0/2"]) == 2
     assert "--shard" in capsys.readouterr().err
