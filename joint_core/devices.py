@@ -88,8 +88,11 @@ def plan_cpu(device: Any = "cpu", gflops: Optional[float] = None, workers: Optio
     - CPU, a heavy model (``gflops >= HEAVY_GFLOPS``): every core to the model and one decoder
       at low priority (niced): a decoder at normal priority beside a full thread team stalls the
       team (every parallel region waits for its descheduled thread).
-    - CPU, a light model (or unknown cost): one decoder per four cores (at least one), at normal
-      priority, and the model the cores they leave (at least one).
+    - CPU, a light model (or unknown cost): one decoder per four cores at normal priority and the
+      model the cores they leave; below four cores no decoder (decoding in this process between
+      batches, every core to the model), which measured best on 2 cores (a v1-class model:
+      80-104 % of the in-memory rate against 76-81 % for one decoder beside one model thread,
+      ``benchmarks/cpu_plan.py``).
     """
     cores = available_cores()
     if torch.device(device).type != "cpu":
@@ -102,8 +105,8 @@ def plan_cpu(device: Any = "cpu", gflops: Optional[float] = None, workers: Optio
         w = 1 if workers is None else workers
         nice = LOW_PRIORITY if w and threads is None else 0
         return CpuPlan(w, threads or cores, nice)
-    w = max(1, min(8, cores // 4)) if workers is None else workers
-    t = threads or (max(1, cores - w) if w else None)
+    w = min(8, cores // 4) if workers is None else workers
+    t = threads or max(1, cores - w)
     return CpuPlan(w, t)
 
 

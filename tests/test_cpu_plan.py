@@ -29,8 +29,10 @@ def test_heavy_model_gets_every_core_and_one_low_priority_decoder(cores):
 
 
 def test_light_model_shares_the_cores_with_decoders_at_normal_priority(cores):
-    cores(2)
-    assert plan_cpu("cpu", gflops=1.4) == CpuPlan(workers=1, threads=1, nice=0)
+    cores(2)            # below four cores: decode between batches, every core to the model
+    assert plan_cpu("cpu", gflops=1.4) == CpuPlan(workers=0, threads=2, nice=0)
+    cores(4)
+    assert plan_cpu("cpu", gflops=1.4) == CpuPlan(workers=1, threads=3, nice=0)
     cores(16)
     assert plan_cpu("cpu", gflops=1.4) == CpuPlan(workers=4, threads=12, nice=0)
     assert plan_cpu("cpu", gflops=None) == plan_cpu("cpu", gflops=1.4)   # unknown cost: the light rule
@@ -43,7 +45,8 @@ def test_user_choices_are_kept(cores):
     # threads given: the user shares the cores himself, so the decoder is not lowered either
     assert plan_cpu("cpu", gflops=35.7, threads=1) == CpuPlan(workers=1, threads=1, nice=0)
     assert plan_cpu("cpu", gflops=1.4, workers=3, threads=5) == CpuPlan(workers=3, threads=5, nice=0)
-    assert plan_cpu("cpu", gflops=1.4, workers=0) == CpuPlan(workers=0, threads=None, nice=0)
+    assert plan_cpu("cpu", gflops=1.4, workers=0) == CpuPlan(workers=0, threads=2, nice=0)
+    assert plan_cpu("cpu", gflops=1.4, workers=1) == CpuPlan(workers=1, threads=1, nice=0)
 
 
 def test_one_core_decodes_in_process_and_gpu_decodes_on_all_but_one(cores):
