@@ -48,6 +48,8 @@ class BranchConfig:
     ``head_norm`` normalises the head's input (stage statistics differ in scale by orders of
     magnitude): ``"layernorm"`` per image, ``"standardize"`` per feature with a mean and standard
     deviation fitted on the training images and stored with the weights.
+    ``head_extra="technical"`` (rationality branch only) joins the technical branch's head input
+    to this branch's own before the head: one linear head then reads both backbones' features.
     """
 
     backbone: str
@@ -58,6 +60,7 @@ class BranchConfig:
     head_norm: Literal["none", "layernorm", "standardize"] = "none"
     num_logits: int = 1000
     backbone_kwargs: Dict[str, Any] = field(default_factory=dict)
+    head_extra: Literal["none", "technical"] = "none"
 
 
 @dataclass
@@ -250,6 +253,9 @@ class JointConfig:
             _positive(f"{name}.num_logits", b.num_logits)
             if not 0.0 <= b.head_dropout < 1.0:
                 raise ConfigError(f"{name}.head_dropout must be in [0, 1), got {b.head_dropout}")
+            if b.head_extra not in ("none", "technical") or (name == "technical" and b.head_extra != "none"):
+                raise ConfigError(f"{name}.head_extra must be 'none'"
+                                  + (" or 'technical'" if name == "rationality" else "") + f", got {b.head_extra!r}")
         p = self.preprocess
         t = p.technical
         for key in ("size", "grid", "fragment", "crop"):

@@ -77,19 +77,26 @@ class JointOutput:
 class Branch(nn.Module):
     """A timm backbone and its regression head ``Linear(d, hidden) -> [act] -> Linear(hidden, 1)``."""
 
-    def __init__(self, cfg: BranchConfig, pretrained: bool = False):
+    def __init__(self, cfg: BranchConfig, pretrained: bool = False, extra_dim: int = 0):
         super().__init__()
         self.config = cfg
         self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
-        self.head_norm = _head_norm(cfg.head_norm, self.feature_dim)
+        # the head reads this branch's features, joined with ``extra_dim`` features from elsewhere
+        # (``head_extra``: the technical branch's head input)
+        self.head_dim = self.feature_dim + extra_dim
+        self.head_norm = _head_norm(cfg.head_norm, self.head_dim)
         self.head = nn.Sequential(
-            nn.Linear(self.feature_dim, cfg.head_hidden),
+            nn.Linear(self.head_dim, cfg.head_hidden),
             _ACTIVATIONS[cfg.head_activation](),
             nn.Dropout(cfg.head_dropout),
             nn.Linear(cfg.head_hidden, 1),
         )
 
-    def forward(self, x: Tensor, return_stages: bool = False) -> BranchOutput:
+    def forward(self, x: Tensor, return_stages: bool = False, extra: Optional[Tensor] = None) -> BranchOutput:
+        """Scores of ``x``; ``extra`` ``[B, extra_dim]`` is joined to the features before the head."""
+        if (extra is None) != (self.head_dim == self.feature_dim):
+            raise ValueError(f"this branch's head reads {self.head_dim - self.feature_dim} extra features "
+                             f"(head_extra), got {'none' if extra is None else tuple(extra.shape)}")
         if self.config.head_input == "tokens":
             if return_stages:
                 raise NotImplementedError("stage features (the Wasserstein regulariser) are not available "
@@ -98,7 +105,7 @@ class Branch(nn.Module):
             parts = [self.backbone.forward_head(final)]
             for patches, prefix in blocks:
                 parts += [prefix[:, 0], *stage_statistics(patches.transpose(1, 2)).chunk(2, dim=1)]
-            embedding = torch.cat(parts, 1)
+            embedding = self._join(torch.cat(parts, 1), extra)
             return BranchOutput(score=self.head(self.head_norm(embedding)).squeeze(-1), embedding=embedding)
         multilevel = self.config.head_input == "stages"
         if return_stages or multilevel:
@@ -113,8 +120,14 @@ class Branch(nn.Module):
         else:
             stages = None
             embedding = self.backbone(x)
+        embedding = self._join(embedding, extra)
         score = self.head(self.head_norm(embedding)).squeeze(-1)
         return BranchOutput(score=score, embedding=embedding, stages=stages if return_stages else None)
+
+
+    @staticmethod
+    def _join(embedding: Tensor, extra: Optional[Tensor]) -> Tensor:
+        return embedding if extra is None else torch.cat([embedding, extra.to(embedding.dtype)], 1)
 
 
 class JointModel(nn.Module):
@@ -125,7 +138,8 @@ class JointModel(nn.Module):
         config.validate()
         self.config = config
         self.technical = Branch(config.technical, pretrained=pretrained_backbones)
-        self.rationality = Branch(config.rationality, pretrained=pretrained_backbones)
+        extra = self.technical.feature_dim if config.rationality.head_extra == "technical" else 0
+        self.rationality = Branch(config.rationality, pretrained=pretrained_backbones, extra_dim=extra)
 
     @property
     def fusion(self) -> FusionConfig:
@@ -153,9 +167,15 @@ class JointModel(nn.Module):
         rationality branch on a second view inside this same forward, so that a
         DistributedDataParallel wrapper sees both passes."""
         t = self.technical(technical_input) if technical_input is not None else None
-        r = self.rationality(rationality_input, return_stages=return_features) \
+        extra = None
+        if self.config.rationality.head_extra == "technical" and rationality_input is not None:
+            if t is None or t.embedding.shape[0] != rationality_input.shape[0]:
+                raise ValueError("the rationality head reads the technical branch's features (head_extra): "
+                                 "give both inputs, for the same images")
+            extra = t.embedding
+        r = self.rationality(rationality_input, return_stages=return_features, extra=extra) \
             if rationality_input is not None else None
-        p = self.rationality(paired_rationality_input, return_stages=True) \
+        p = self.rationality(paired_rationality_input, return_stages=True, extra=extra) \
             if paired_rationality_input is not None else None
         return JointOutput(
             technical=t.score if t is not None else None,

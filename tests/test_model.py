@@ -120,3 +120,39 @@ def test_token_statistics_head_of_a_vision_transformer():
     assert out.score.shape == (3,)
     with pytest.raises(ConfigError, match="class token"):
         Branch(BranchConfig("test_resnet", head_input="tokens"))
+
+
+def test_rationality_head_can_read_the_technical_features_too():
+    """head_extra='technical': one linear head on [rationality features, technical features];
+    the rationality score then changes with the technical input, and the technical score not."""
+    from joint_core.config import ConfigError
+
+    cfg = get_preset("tiny-test")
+    cfg.rationality.head_extra = "technical"
+    torch.manual_seed(0)
+    m = JointModel(cfg).eval()
+    plain = JointModel(get_preset("tiny-test")).eval()
+    assert m.rationality.head_dim == plain.rationality.feature_dim + m.technical.feature_dim
+    assert m.rationality.head[0].in_features == m.rationality.head_dim
+    x_t, x_r = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a = m(x_t, x_r, return_features=True)
+        b = m(x_t.flip(0), x_r)
+        t_emb = m.technical(x_t).embedding
+        r_own = m.rationality.backbone(x_r) if cfg.rationality.head_input == "pooled" else None
+    assert a.rationality_embedding.shape[1] == m.rationality.head_dim
+    torch.testing.assert_close(a.rationality_embedding[:, -t_emb.shape[1]:], t_emb)
+    if r_own is not None:
+        torch.testing.assert_close(a.rationality_embedding[:, :r_own.shape[1]], r_own)
+    assert not torch.allclose(a.rationality, b.rationality)          # reads the technical input
+    torch.testing.assert_close(a.technical, b.technical.flip(0))
+    with pytest.raises(ValueError, match="give both inputs"):
+        m(None, x_r)
+    bad = get_preset("tiny-test")
+    bad.technical.head_extra = "technical"
+    with pytest.raises(ConfigError, match="technical.head_extra must be 'none'"):
+        bad.validate()
+    bad = get_preset("tiny-test")
+    bad.rationality.head_extra = "semantic"
+    with pytest.raises(ConfigError, match="'none' or 'technical'"):
+        bad.validate()
