@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -87,7 +86,7 @@ def main() -> None:
                 f"no worker, {cores} threads": (0, 0, cores),
             }
 
-            def run(cfg):
+            def run(cfg, scorer=scorer):
                 if isinstance(cfg, int):
                     torch.set_num_threads(cfg)
                     return lambda: scorer.score(decoded, batch_size=args.batch_size, progress=False)

@@ -49,7 +49,8 @@ class BranchConfig:
     magnitude): ``"layernorm"`` per image, ``"standardize"`` per feature with a mean and standard
     deviation fitted on the training images and stored with the weights.
     ``head_extra="technical"`` (rationality branch only) joins the technical branch's head input
-    to this branch's own before the head: one linear head then reads both backbones' features.
+    to this branch's own before the head: one linear head then reads both backbones' features;
+    with ``backbone="none"`` it reads the technical features alone (one backbone, two heads).
     """
 
     backbone: str
@@ -253,6 +254,8 @@ class JointConfig:
             _positive(f"{name}.num_logits", b.num_logits)
             if not 0.0 <= b.head_dropout < 1.0:
                 raise ConfigError(f"{name}.head_dropout must be in [0, 1), got {b.head_dropout}")
+            if b.backbone == "none" and (name == "technical" or b.head_extra == "none"):
+                raise ConfigError(f"{name}.backbone 'none' needs head_extra 'technical' (rationality branch only)")
             if b.head_extra not in ("none", "technical") or (name == "technical" and b.head_extra != "none"):
                 raise ConfigError(f"{name}.head_extra must be 'none'"
                                   + (" or 'technical'" if name == "rationality" else "") + f", got {b.head_extra!r}")

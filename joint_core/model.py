@@ -80,7 +80,10 @@ class Branch(nn.Module):
     def __init__(self, cfg: BranchConfig, pretrained: bool = False, extra_dim: int = 0):
         super().__init__()
         self.config = cfg
-        self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
+        if cfg.backbone == "none":   # a head on ``extra`` features only (config.validate allows it with head_extra)
+            self.backbone, self.feature_dim = None, 0
+        else:
+            self.backbone, self.feature_dim = create_backbone(cfg, pretrained=pretrained)
         # the head reads this branch's features, joined with ``extra_dim`` features from elsewhere
         # (``head_extra``: the technical branch's head input)
         self.head_dim = self.feature_dim + extra_dim
@@ -97,6 +100,11 @@ class Branch(nn.Module):
         if (extra is None) != (self.head_dim == self.feature_dim):
             raise ValueError(f"this branch's head reads {self.head_dim - self.feature_dim} extra features "
                              f"(head_extra), got {'none' if extra is None else tuple(extra.shape)}")
+        if self.backbone is None:
+            if return_stages:
+                raise NotImplementedError("a branch without a backbone has no stage features")
+            score = self.head(self.head_norm(extra)).squeeze(-1)
+            return BranchOutput(score=score, embedding=extra)
         if self.config.head_input == "tokens":
             if return_stages:
                 raise NotImplementedError("stage features (the Wasserstein regulariser) are not available "

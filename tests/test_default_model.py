@@ -153,3 +153,41 @@ def test_degenerate_frames_score_below_photos_on_the_technical_axis_and_the_rank
     for key in ("technical", None):
         s = res.scores(key)
         assert float(s[len(clean):].max()) < float(s[: len(clean)].min()), (key, s.tolist())
+
+
+def test_naturalness_falls_for_every_degraded_copy_and_broken_frame(default_scorer):
+    """Issue 21: the score people read, naturalness (the default ranking since v3), puts every
+    blurred, noisy or JPEG-compressed copy of a photograph below the photograph itself - even
+    JPEG quality 80 - and every broken frame below every clean photograph (v2 scored a blurred
+    astronaut 3.68 against 3.50 for the clean one, and broken frames 4.3-4.8 above the photos)."""
+    from conftest import photo
+
+    assert default_scorer.config.ranking == {"naturalness": 1.0}
+    rng = np.random.default_rng(0)
+
+    def jpeg(img, q):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+    for name in PHOTOS:
+        img = photo(name)
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        pil = Image.fromarray(img)
+        copies = {
+            "blur r2": np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=2))),
+            "noise sigma 15": np.clip(img + rng.normal(0, 15, img.shape), 0, 255).astype(np.uint8),
+            "JPEG q80": jpeg(img, 80),
+            "JPEG q30": jpeg(img, 30),
+        }
+        n = default_scorer.score([img] + list(copies.values())).naturalness.tolist()
+        wrong = {k: round(v, 3) for k, v in zip(copies, n[1:]) if v >= n[0]}
+        assert not wrong, (name, round(n[0], 3), wrong)
+    clean, broken = _broken_and_clean()
+    with pytest.warns(Warning):      # flat, black and noise frames are flagged as well
+        res = default_scorer.score(list(clean.values()) + list(broken.values()))
+    nat = res.naturalness.tolist()
+    worst_clean = min(nat[: len(clean)])
+    wrong = {k: round(v, 3) for k, v in zip(broken, nat[len(clean):]) if v >= worst_clean}
+    assert not wrong, (round(worst_clean, 3), wrong)

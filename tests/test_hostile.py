@@ -404,13 +404,15 @@ def test_flagged_images_rank_last_in_every_selection():
     assert "2 flagged (ranked last)" in res.summary()
 
 
-def test_scorer_flags_degenerate_images_which_would_otherwise_win(default_scorer, corpus):
+def test_scorer_flags_degenerate_images_and_ranks_them_last(default_scorer, corpus):
     names = PHOTOS + DEGENERATE
     with pytest.warns(FlaggedImageWarning, match="3 of 6 image"):
         res = default_scorer.score([corpus[n] for n in names])
     assert sorted(res.warnings) == [3, 4, 5] and not res.errors
     raw = res.naturalness.tolist()
-    assert max(raw[3:]) > max(raw[:3])                                  # the issue: a degenerate frame wins
+    # v1 and v2 scored such frames above the photos on raw naturalness (the flag alone kept them
+    # out); since v3 the score itself puts them below
+    assert max(raw[3:]) < min(raw[:3])
     key = res.scores(None).tolist()                                     # the model's default ranking key
     assert set(res.keep(k=2)) <= {0, 1, 2} and res.ranking()[3:] == sorted(
         [3, 4, 5], key=lambda i: -key[i])
@@ -481,7 +483,8 @@ def test_best_of_n_never_picks_a_safety_checker_black_frame(default_scorer, corp
         out = best_of_n(pipe, "a photograph", n=3, k=1, seed=0, scorer=default_scorer, output_type="pt",
                         num_inference_steps=2, height=256, width=256)
     all_nat = out.all_scores.naturalness.tolist()
-    assert sorted(out.all_scores.warnings) == [0, 2] and max(all_nat[0], all_nat[2]) > all_nat[1]
+    # flagged whatever their score; since v3 the naturalness itself also puts both below the photo
+    assert sorted(out.all_scores.warnings) == [0, 2] and max(all_nat[0], all_nat[2]) < all_nat[1]
     assert out.indices == [1] and out.nsfw_content_detected == [False]
     assert out.scores.warnings == {}
 

@@ -156,3 +156,28 @@ def test_rationality_head_can_read_the_technical_features_too():
     bad.rationality.head_extra = "semantic"
     with pytest.raises(ConfigError, match="'none' or 'technical'"):
         bad.validate()
+
+
+def test_a_rationality_head_on_the_technical_features_alone():
+    """backbone='none' + head_extra='technical': one backbone, two heads; the rationality input
+    is not read at all."""
+    from joint_core.config import ConfigError
+
+    cfg = get_preset("tiny-test")
+    cfg.rationality.backbone, cfg.rationality.head_extra = "none", "technical"
+    torch.manual_seed(0)
+    m = JointModel(cfg).eval()
+    assert m.rationality.backbone is None and m.rationality.head_dim == m.technical.feature_dim
+    assert not any(k.startswith("rationality.backbone") for k in m.state_dict())
+    x_t = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a = m(x_t, torch.rand(2, 3, 64, 64))
+        b = m(x_t, torch.zeros(2, 3, 64, 64))
+        w = m.rationality.head
+        want = w(m.rationality.head_norm(m.technical(x_t).embedding)).squeeze(-1)
+    torch.testing.assert_close(a.rationality, b.rationality)
+    torch.testing.assert_close(a.rationality, want)
+    bad = get_preset("tiny-test")
+    bad.rationality.backbone = "none"
+    with pytest.raises(ConfigError, match="needs head_extra 'technical'"):
+        bad.validate()

@@ -296,3 +296,40 @@ def test_degradations_are_seeded_and_really_degrade():
     for i, s in enumerate((1.0, 2.0)):
         ref = gaussian_filter(x[i].numpy(), sigma=(0, s, s), mode="mirror", truncate=6 / s if s == 1.0 else 3.0)
         np.testing.assert_allclose(y[i].numpy(), ref, atol=2e-3)
+
+
+def test_fidelity_loss_is_zero_at_the_target_and_bounded():
+    import torch
+
+    from train.losses import fidelity_loss
+
+    d = torch.tensor([0.0, 3.0, -3.0, 0.5])
+    # p = Phi(d / sqrt(2)): a tie at 0, near-certain at +-3
+    assert float(fidelity_loss(d[:1], torch.tensor([0.5]))) == pytest.approx(0.0, abs=1e-6)
+    right = float(fidelity_loss(d[1:3], torch.tensor([1.0, 0.0])))
+    wrong = float(fidelity_loss(d[1:3], torch.tensor([0.0, 1.0])))
+    assert right < 0.02 and 0.85 < wrong <= 1.0
+    assert float(fidelity_loss(torch.tensor([40.0]), torch.tensor([0.0]))) <= 1.0   # bounded: one mistake
+
+
+def test_pairwise_linear_fit_orders_within_sets_only():
+    """Two sets on different scales: a linear score fitted on within-set pairs orders each set
+    (SRCC ~1) although a pooled regression would be pulled by the offset between the sets."""
+    import numpy as np
+
+    from train.rankfit import ordered_pairs, PairSet, fit_linear, pair_accuracy, rated_pairs, to_scale
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    truth = x @ np.array([1.0, -2.0, 0.0, 0.5, 0.0])
+    y = np.where(np.arange(200) < 100, truth, 50 + 10 * truth)      # set B: another scale
+    pairs = PairSet.concat([rated_pairs(np.arange(100), y[:100], 2000, 0),
+                            rated_pairs(np.arange(100, 200), y[100:], 2000, 0),
+                            ordered_pairs([0], [1])])
+    assert len(pairs) == 2 * 2000 + 1 and pairs.weight[:2000].sum() == pytest.approx(1.0)
+    w = fit_linear(x, pairs, l2=1e-4)
+    s = x @ w
+    assert pair_accuracy(s, pairs) > 0.95
+    assert np.corrcoef(w, [1.0, -2.0, 0.0, 0.5, 0.0])[0, 1] > 0.99
+    a, c = to_scale(s, np.where(np.arange(200) < 100, y, np.nan), ["a"] * 100 + ["b"] * 100)
+    assert a > 0 and np.corrcoef(a * s[:100] + c, y[:100])[0, 1] > 0.98

@@ -285,3 +285,18 @@ def joint_objective(t: Tensor, r: Tensor, mos: Tensor, mos_t: Optional[Tensor], 
     # one device sync for all parts instead of one per part
     values = torch.stack([v.detach().reshape(()).to(torch.float64) for v in logged.values()]).tolist()
     return loss, dict(zip(logged, values))
+
+
+def fidelity_loss(diff: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """Mean fidelity loss of pairwise preferences (Tsai et al. 2007; UNIQUE, LIQE).
+
+    ``diff``: ``s_i - s_j`` of the model's scores for each pair ``[P]``; ``target``: the
+    probability ``p*`` that ``i`` is better ``[P]`` (1, 0 or 0.5 for a tie; or a soft value).
+    The model's probability is ``p = Phi(diff / sqrt(2))`` (Thurstone, unit variance per score),
+    and the loss ``1 - sqrt(p* p) - sqrt((1 - p*)(1 - p))`` is 0 when ``p = p*`` and bounded by 1,
+    so a pair that cannot be learnt costs no more than one mistake. Only score differences
+    matter: pairs taken within one data set never compare two rating scales.
+    """
+    d, t = _pair(diff, target)
+    p = 0.5 * (1.0 + torch.erf(d / 2.0))          # Phi(d / sqrt(2)) = (1 + erf(d / 2)) / 2
+    return (1.0 - torch.sqrt(t * p + eps) - torch.sqrt((1.0 - t) * (1.0 - p) + eps)).mean()

@@ -1,0 +1,181 @@
+"""Build the default model v3 (issue 21): one CLIP backbone, two heads, naturalness learnt by ranking.
+
+    python -m train.ranked_default --raise /data/RAISE/dataset --clive /data/ChallengeDB_release \\
+        --agiqa /data/AIGC/data --base joint_core/weights/default --work runs/v3 --out runs/v3/model
+
+What it does, on frozen features (every step seeded, the fits deterministic):
+
+1. The data sets and splits of ``train/recipes/default-model.yaml`` (RAISE's official test split,
+   seeded 20 % test parts of CLIVE and of AGIQA-3K's prompts, the 56 synthetic broken frames).
+   Degraded copies of 360 training images (150 RAISE, 150 AGIQA-3K, 60 CLIVE; Gaussian blur
+   sigma 2, Gaussian noise sigma 25/255, JPEG quality 80 and 20).
+2. The head input of the ``--base`` model's technical branch (CLIP ViT-B/16 token statistics,
+   28,160 features) for every image and copy, cached in ``--work``.
+3. The technical head is kept from ``--base`` (AGIQA-3K quality, CLIVE, broken frames).
+4. The rationality head is a new linear head on the same CLIP features (``backbone: none``,
+   ``head_extra: technical``: no second backbone), fitted with the fidelity loss on pairs drawn
+   within RAISE (realness), within AGIQA-3K (quality), within CLIVE (weight 0.25), a clean
+   image above each of its own degraded copies, and rated images above broken frames
+   (:mod:`train.rankfit`); L2 strength ``3e-2`` (chosen on the validation parts), then mapped
+   onto the 1-5 scale by least squares.
+5. The fusion ``N = w_T T + w_R R + b`` is fitted the same way on the same pairs, and the model
+   ranks by naturalness (``config.ranking``).
+
+The exploration that chose these settings (validation parts only) is in docs/default-model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from joint_core.config import BranchConfig
+from joint_core.model import JointModel, Standardize
+from joint_core.preprocess.pipeline import Preprocessor
+from joint_core.weights_io import load_model, save_model
+
+from .data import prepare_data
+from .degrade import gaussian_blur
+from .probe import set_linear_head
+from .rankfit import PairSet, fit_linear, ordered_pairs, rated_pairs, standardize, to_scale
+from .recipe import load_recipe
+
+DEGRADATIONS = ("blur2", "noise25", "jpeg80", "jpeg20")
+SOURCES = (("raise", 150), ("agiqa3k", 150), ("clive", 60))
+L2 = 3e-2
+SET_WEIGHTS = {"raise": 1.0, "agiqa3k": 1.0, "clive": 0.25}
+DEGRADED_WEIGHT, BROKEN_WEIGHT = 1.0, 0.5
+MAX_PAIRS = 40000
+
+
+def degrade(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` -> its degraded copy (uint8)."""
+    if kind == "blur2":
+        return gaussian_blur(x[None].float() / 255, torch.tensor([2.0]))[0].mul(255).round().clamp(0, 255).byte()
+    if kind == "noise25":
+        g = torch.Generator().manual_seed(seed)
+        return (x.float() + 25 * torch.randn(x.shape, generator=g)).round().clamp(0, 255).byte()
+    buf = io.BytesIO()
+    Image.fromarray(x.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=int(kind[4:]))
+    return torch.from_numpy(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1)
+
+
+def rows_and_features(args, base: JointModel) -> Tuple[List[Dict], np.ndarray]:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = load_recipe("default-model", variables={
+        "RAISE_ROOT": args.raise_root, "CLIVE_ROOT": args.clive, "AGIQA_ROOT": args.agiqa,
+        "DEGENERATE_ROOT": str(work / "degenerate")})
+    data = prepare_data(recipe, cache_root=work / "cache")
+    rows = [dict(key=it.key, dataset=it.dataset, part=part, mos=it.sample.mos, mos_t=it.sample.mos_t,
+                 mos_r=it.sample.mos_r, group=it.sample.group, kind="orig")
+            for part in ("train", "val", "test") for it in data.items(part)]
+    rng = np.random.default_rng(0)
+    for name, n in SOURCES:
+        train = [r for r in rows if r["dataset"] == name and r["part"] == "train" and r["kind"] == "orig"]
+        for k in rng.choice(len(train), min(n, len(train)), replace=False):
+            rows += [dict(train[k], key=train[k]["key"] + "#" + d, kind=d, source=train[k]["key"])
+                     for d in DEGRADATIONS]
+    feats = work / "technical-features.npy"
+    if feats.is_file() and json.loads((work / "rows.json").read_text()) == rows:
+        return rows, np.load(feats)
+    pre = Preprocessor(base.config.preprocess)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), 16):
+            imgs = []
+            for j, r in enumerate(rows[i:i + 16]):
+                x = data.cache[r["key"].split("#")[0]]
+                imgs.append(x if r["kind"] == "orig" else degrade(x, r["kind"], i + j))
+            out.append(base.technical(pre.technical(pre.prepare(imgs))).embedding.float().numpy())
+            print(f"features: {min(i + 16, len(rows))}/{len(rows)}", end="\r", flush=True)
+    x = np.concatenate(out)
+    np.save(feats, x)
+    (work / "rows.json").write_text(json.dumps(rows))
+    return rows, x
+
+
+def training_pairs(rows: List[Dict], seed: int = 0) -> PairSet:
+    ds = np.array([r["dataset"] for r in rows])
+    part = np.array([r["part"] for r in rows])
+    orig = np.array([r["kind"] == "orig" for r in rows])
+    label = np.array([np.nan if (r["mos"] if r["dataset"] == "raise" else r["mos_t"]) is None
+                      else (r["mos"] if r["dataset"] == "raise" else r["mos_t"]) for r in rows], dtype=float)
+    parts = []
+    for name, weight in SET_WEIGHTS.items():
+        i = np.flatnonzero((ds == name) & (part == "train") & orig & ~np.isnan(label))
+        parts.append(rated_pairs(i, label[i], MAX_PAIRS, seed, weight=weight))
+    index = {r["key"]: k for k, r in enumerate(rows)}
+    copies = np.flatnonzero(~orig)
+    parts.append(ordered_pairs([index[rows[k]["source"]] for k in copies], copies, weight=DEGRADED_WEIGHT))
+    broken = np.flatnonzero(ds == "degenerate")
+    rated = np.flatnonzero(orig & (part == "train") & np.isin(ds, list(SET_WEIGHTS)))
+    rng = np.random.default_rng(seed)
+    parts.append(ordered_pairs(rng.choice(rated, 4000), rng.choice(broken, 4000), weight=BROKEN_WEIGHT))
+    return PairSet.concat(parts), label, ds
+
+
+def build(args) -> JointModel:
+    base = load_model(args.base).eval()
+    rows, x = rows_and_features(args, base)
+    pairs, label, ds = training_pairs(rows)
+    train_rows = np.flatnonzero(np.array([r["part"] for r in rows]) == "train")
+    mean, std = standardize(x, train_rows)
+    z = (x - mean) / std
+    w = fit_linear(z, pairs, L2)
+    rated = np.where(np.isin(ds, ["raise", "agiqa3k"]) & np.array([r["kind"] == "orig" for r in rows]), label, np.nan)
+    a, c = to_scale(z @ w, rated, ds)
+    r_score = a * (z @ w) + c
+    # technical scores of the base model from the same features
+    with torch.no_grad():
+        t_score = base.technical.head(base.technical.head_norm(torch.as_tensor(x))).squeeze(-1).double().numpy()
+    tr = np.stack([t_score, r_score], 1)
+    m2, s2 = standardize(tr, train_rows)
+    wf = fit_linear((tr - m2) / s2, pairs, 1e-4)
+    overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & np.array([r["kind"] == "orig" for r in rows]), label, np.nan)
+    af, cf = to_scale(((tr - m2) / s2) @ wf, overall, ds)
+    w_t, w_r = af * wf / s2
+    bias = cf - af * float(wf @ (m2 / s2))
+
+    cfg = base.config
+    cfg.rationality = BranchConfig(backbone="none", head_hidden=1, head_input="tokens", head_activation="none",
+                                   head_norm="standardize", head_extra="technical")
+    cfg.fusion.technical_weight, cfg.fusion.rationality_weight, cfg.fusion.bias = float(w_t), float(w_r), float(bias)
+    cfg.ranking = {"naturalness": 1.0}
+    cfg.name = "joint-default-v3"
+    cfg.description = ("joint's default model v3: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, broken "
+                       "frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded copies "
+                       "and broken frames; naturalness ranked the same way")
+    model = JointModel(cfg).eval()
+    model.technical.load_state_dict(base.technical.state_dict())
+    norm: Standardize = model.rationality.head_norm
+    norm.mean.copy_(torch.as_tensor(mean, dtype=norm.mean.dtype))
+    norm.std.copy_(torch.as_tensor(std, dtype=norm.std.dtype))
+    set_linear_head(model.rationality, w * a, c)
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="build the default model v3 (see the module docstring)")
+    ap.add_argument("--raise", dest="raise_root", required=True, help="RAISE's dataset/ folder")
+    ap.add_argument("--clive", required=True, help="CLIVE's ChallengeDB_release folder")
+    ap.add_argument("--agiqa", required=True, help="AGIQA-3K's data/ folder (ACGIQA-3K/ and data.csv)")
+    ap.add_argument("--base", default="joint_core/weights/default", help="the v2 model (its CLIP branch and head)")
+    ap.add_argument("--work", required=True, help="folder for the image cache, features and splits")
+    ap.add_argument("--out", required=True, help="where the model folder is written")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = build(args)
+    save_model(model, args.out, dtype=torch.float16, int8=[r"^technical\.backbone\.blocks\."])
+    print(f"\nwrote {args.out}: fusion {model.config.fusion}")
+
+
+if __name__ == "__main__":
+    main()
