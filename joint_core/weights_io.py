@@ -56,7 +56,25 @@ def save_weights(state: Mapping[str, torch.Tensor], path: PathLike,
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
     meta = {"format": "pt", HASH_KEY: state_hash(state), "joint_format_version": "1", **(metadata or {})}
     save_file(state, str(path), metadata=meta)
+    # safetensors (0.8) writes through a private temporary file, so the weights came out 0600:
+    # unreadable to the group, another user or a container that serves the model. A file we
+    # write gets the usual permissions, as open() would give it.
+    os.chmod(path, 0o666 & ~_umask())
     return path
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (``/proc``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)   # elsewhere: the classic read-and-restore
+    os.umask(mask)
+    return mask
 
 
 INT8_SCALE_SUFFIX = ".int8_scale"

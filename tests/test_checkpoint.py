@@ -266,3 +266,20 @@ def test_cli_info_list(tiny_model_dir, isolated_models, monkeypatch, capsys):
     assert main(["info", "--list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [m["origin"] for m in data["models"]] == ["user cache"] and "tiny-test" in data["presets"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saved_weights_get_the_usual_permissions(tmp_path):
+    """safetensors writes through a private temporary file (0600); a model folder someone else
+    must read (a group, a container, a web server) gets the permissions open() would give."""
+    from joint_core.weights_io import save_weights
+
+    old = os.umask(0o022)
+    try:
+        save_weights({"w": torch.zeros(3)}, tmp_path / "a.safetensors")
+        os.umask(0o077)
+        save_weights({"w": torch.zeros(3)}, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
