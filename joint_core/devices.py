@@ -54,10 +54,10 @@ def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> to
 
 
 # A model that costs at least this many GFLOPs an image is "heavy" on a CPU: decoding an image
-# (a 512 px PNG: 13-55 ms on one core) is then a small share of the work, so the model gets every
+# (a 512 px PNG: 4-7 ms on an idle core) is then a small share of the work, so the model gets every
 # core and one decoder runs beside it at low priority, in the gaps of the model's thread team.
-# The v2 default (CLIP ViT-B/16 + MobileNetV2) costs 35.7 GFLOPs, v1 (EfficientNet-Lite0 +
-# MobileNetV2) 1.4: measured in benchmarks/bulk_score.py, see docs/datasets.md.
+# The v3 default (CLIP ViT-B/16) costs 33.7 GFLOPs, v1 (EfficientNet-Lite0 + MobileNetV2) 1.4;
+# the rule was chosen by benchmarks/cpu_plan.py (docs/cli.md, "Cores").
 HEAVY_GFLOPS = 8.0
 LOW_PRIORITY = 19
 

@@ -3,8 +3,8 @@
 On CPU in float32, tracing and freezing the branches (batch norm folded into the convolutions,
 oneDNN kernels) gives eager mode's scores within 1e-6; it was measured 2.4x faster than eager
 mode for the first default model's small convolutional backbones (v1, EfficientNet-Lite0 +
-MobileNetV2) and has not been re-measured for the v2 default, whose CLIP ViT-B/16 has no batch
-norm to fold. Graphs are built lazily, one per input shape, and rebuilt when the weights
+MobileNetV2) and has not been re-measured for the v2/v3 defaults, whose CLIP ViT-B/16 has no
+batch norm to fold. Graphs are built lazily, one per input shape, and rebuilt when the weights
 change. TorchScript is deprecated in recent torch releases; if tracing or freezing fails for any
 reason the scorer quietly keeps eager mode.
 """

@@ -59,7 +59,7 @@ class NaturalnessScorer:
         # On CPU in float32 the two branches run as frozen TorchScript graphs (batch norm folded
         # into the convolutions, oneDNN kernels), equal to eager mode within 1e-6: 2.4x faster for
         # the v1 default's small convolutional backbones, where it was measured; not re-measured
-        # for the v2 default, whose time goes to a CLIP ViT-B/16 (no batch norm to fold). Built
+        # for the v2/v3 defaults, whose time goes to a CLIP ViT-B/16 (no batch norm to fold). Built
         # lazily per input shape; any failure falls back to eager.
         self._optimize_arg = optimize
         self._frozen: Optional[FrozenBranches] = None
