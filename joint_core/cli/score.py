@@ -243,7 +243,9 @@ def _engine(args: argparse.Namespace, scorer):
         return RayEngine(scorer, batch_size=args.batch_size, address=args.address, actors=args.actors,
                          localizer=args.localizer, dtype=args.dtype)
     cpu = scorer.device.type == "cpu"
-    plan = plan_cpu(scorer.device, scorer.gflops() if cpu else None, workers=args.workers, threads=args.threads)
+    # the model's cost decides only what the user left open (counting it runs one blank image)
+    needed = cpu and (args.workers is None or args.threads is None)
+    plan = plan_cpu(scorer.device, scorer.gflops() if needed else None, workers=args.workers, threads=args.threads)
     if plan.threads:
         torch.set_num_threads(plan.threads)
     return lambda samples: scorer.score_iter(
