@@ -6,9 +6,7 @@ the package-index ImageNet/CLIP importers that only training uses live in ``trai
 
 from __future__ import annotations
 
-import importlib
 import re
-import warnings
 from collections import OrderedDict
 from typing import Callable, Iterable, Mapping, Tuple, Union
 
@@ -18,6 +16,7 @@ from torch import nn
 
 from .config import BranchConfig
 from .errors import ConfigError, WeightMappingError
+from .extras import moved
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -98,12 +97,5 @@ def check_fits(mapped: StateDict, model: nn.Module, allow_missing: Iterable[str]
         raise WeightMappingError("; ".join(problems))
 
 # names that moved out of this module: still importable from here, with a DeprecationWarning
-_MOVED = {"torchvision_swin_to_timm": "joint_core.official", "torchvision_resnet_to_timm": "joint_core.official"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f"{__name__}.{name} moved to {_MOVED[name]}.{name}; import it from there",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, {"torchvision_swin_to_timm": "joint_core.official",
+                               "torchvision_resnet_to_timm": "joint_core.official"})

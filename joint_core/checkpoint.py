@@ -12,10 +12,8 @@ authors' checkpoint; their public names are importable from here too, as before.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import warnings
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import List, Optional
 
 from .config import CONFIG_NAME, ConfigError, JointConfig, list_presets, read_config_text
 from .errors import CheckpointError, NoModelError
-from .extras import require
+from .extras import moved, require
 from .preprocess.paths import open_regular
 from .weights_io import (HASH_KEY, INT8_SCALE_SUFFIX, WEIGHTS_NAME, PathLike, check_state, dequantize_int8,
                          load_model, load_state_strict, load_weights, quantize_int8, read_weights, save_model,
@@ -244,13 +242,5 @@ def read_config_dict(directory: PathLike) -> dict:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
 # names that moved out of this module: still importable from here, with a DeprecationWarning
-_MOVED = {name: "joint_core.official" for name in (
-    "convert_official", "map_official_state", "read_official_checkpoint", "read_logistic_params")}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        warnings.warn(f"{__name__}.{name} moved to {_MOVED[name]}.{name}; import it from there",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved(__name__, {name: "joint_core.official" for name in (
+    "convert_official", "map_official_state", "read_official_checkpoint", "read_logistic_params")})

@@ -6,8 +6,9 @@ so ``import joint_core`` (and each face) works without any of them."""
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
-from typing import Optional
+from typing import Any, Callable, Mapping, Optional
 
 from .errors import MissingExtraError
 
@@ -53,3 +54,17 @@ def available(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def moved(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for names that moved out of ``module``: each of ``names`` (name ->
+    its new module) is still importable from the old one, with a DeprecationWarning."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            warnings.warn(f"{module}.{name} moved to {names[name]}.{name}; import it from there",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

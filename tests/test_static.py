@@ -2,6 +2,7 @@
 needs a newer Python than pyproject.toml declares (only one Python is installed on our machines,
 so this is how the declared range is kept honest)."""
 
+import importlib
 import re
 import shutil
 import subprocess
@@ -206,3 +207,17 @@ def test_imports_sit_at_the_top_of_joint_core_modules():
                 inside += [f"{path.relative_to(REPO)}:{sub.lineno}" for sub in ast.walk(node)
                            if isinstance(sub, (ast.Import, ast.ImportFrom))]
     assert not inside, "imports inside functions (move them to the top, or use extras.require):\n" + "\n".join(inside)
+
+
+@pytest.mark.parametrize("old, name, new", [
+    ("joint_core.checkpoint", "convert_official", "joint_core.official"),
+    ("joint_core.checkpoint", "read_logistic_params", "joint_core.official"),
+    ("joint_core.backbones", "torchvision_swin_to_timm", "joint_core.official"),
+])
+def test_moved_names_still_import_from_their_old_home_with_a_warning(old, name, new):
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {new}.{name}"):
+        found = getattr(module, name)
+    assert found is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        module.no_such_name  # noqa: B018
