@@ -312,6 +312,21 @@ def test_fidelity_loss_is_zero_at_the_target_and_bounded():
     assert float(fidelity_loss(torch.tensor([40.0]), torch.tensor([0.0]))) <= 1.0   # bounded: one mistake
 
 
+def test_fidelity_loss_weights_pairs():
+    import torch
+
+    from train.losses import fidelity_loss
+
+    d, t = torch.tensor([3.0, 3.0], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    right, wrong = (float(fidelity_loss(d[k:k + 1], t[k:k + 1])) for k in (0, 1))
+    # a weighted mean: the wrong pair at weight 3 of 4 counts three times the right one
+    assert float(fidelity_loss(d, t, weight=torch.tensor([1.0, 3.0]))) == pytest.approx((right + 3 * wrong) / 4)
+    assert float(fidelity_loss(d, t, weight=torch.tensor([2.0, 2.0]))) == pytest.approx(float(fidelity_loss(d, t)))
+    assert fidelity_loss(d, t, weight=torch.tensor([1.0, 3.0])).dtype == torch.float64   # float64 kept
+    with pytest.raises(ValueError, match="weight has 3 values for 2 pairs"):
+        fidelity_loss(d, t, weight=torch.ones(3))
+
+
 def test_pairwise_linear_fit_orders_within_sets_only():
     """Two sets on different scales: a linear score fitted on within-set pairs orders each set
     (SRCC ~1) although a pooled regression would be pulled by the offset between the sets."""

@@ -287,7 +287,7 @@ def joint_objective(t: Tensor, r: Tensor, mos: Tensor, mos_t: Optional[Tensor], 
     return loss, dict(zip(logged, values))
 
 
-def fidelity_loss(diff: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+def fidelity_loss(diff: Tensor, target: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-8) -> Tensor:
     """Mean fidelity loss of pairwise preferences (Tsai et al. 2007; UNIQUE, LIQE).
 
     ``diff``: ``s_i - s_j`` of the model's scores for each pair ``[P]``; ``target``: the
@@ -296,7 +296,15 @@ def fidelity_loss(diff: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     and the loss ``1 - sqrt(p* p) - sqrt((1 - p*)(1 - p))`` is 0 when ``p = p*`` and bounded by 1,
     so a pair that cannot be learnt costs no more than one mistake. Only score differences
     matter: pairs taken within one data set never compare two rating scales.
+    ``weight`` ``[P]``: a weighted mean instead (each data set's pairs can weigh the same whatever
+    their number); ``eps`` keeps the square roots' gradients finite at ``p`` = 0 or 1.
     """
     d, t = _pair(diff, target)
     p = 0.5 * (1.0 + torch.erf(d / 2.0))          # Phi(d / sqrt(2)) = (1 + erf(d / 2)) / 2
-    return (1.0 - torch.sqrt(t * p + eps) - torch.sqrt((1.0 - t) * (1.0 - p) + eps)).mean()
+    loss = 1.0 - torch.sqrt(t * p + eps) - torch.sqrt((1.0 - t) * (1.0 - p) + eps)
+    if weight is None:
+        return loss.mean()
+    w = torch.as_tensor(weight).to(device=d.device, dtype=d.dtype).reshape(-1)
+    if w.numel() != d.numel():
+        raise ValueError(f"weight has {w.numel()} values for {d.numel()} pairs")
+    return (w * loss).sum() / w.sum()

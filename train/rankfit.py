@@ -14,13 +14,13 @@ so a fitted head still reads 1-5 like the others.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from .losses import fidelity_loss
 
 
 @dataclass
@@ -49,26 +49,16 @@ class PairSet:
 
 
 def rated_pairs(rows: Sequence[int], y: Sequence[float], max_pairs: int, seed: int, weight: float = 1.0,
-                sigma: float = 0.0, groups: Optional[Sequence[str]] = None) -> PairSet:
+                ) -> PairSet:
     """Pairs of rated images of ONE data set, ``max_pairs`` at most (drawn at random, seeded;
-    every pair when there are fewer). ``p``: 1/0/0.5 by the ratings, or with ``sigma`` > 0 the
-    Thurstone probability ``Phi((y_i - y_j) / (sigma * sqrt(2)))`` (rating noise of ``sigma``
-    MOS units per image). ``groups``: compare only images of the same group."""
+    every pair when there are fewer); ``p`` is 1, 0 or 0.5 by the ratings."""
     rows = np.asarray(rows, dtype=np.int64)
     y = np.asarray(y, dtype=np.float64)
     n = len(rows)
     if n < 2:
         return PairSet.concat([])
     rng = np.random.default_rng(seed)
-    if groups is not None:
-        g = np.asarray(groups)
-        cand = [(a, b) for key in np.unique(g) for idx in [np.flatnonzero(g == key)]
-                for x, a in enumerate(idx) for b in idx[x + 1:]]
-        a, b = (np.asarray(v, dtype=np.int64) for v in zip(*cand)) if cand else (np.zeros(0, np.int64),) * 2
-        if len(a) > max_pairs:
-            keep = rng.choice(len(a), max_pairs, replace=False)
-            a, b = a[keep], b[keep]
-    elif n * (n - 1) // 2 <= max_pairs:
+    if n * (n - 1) // 2 <= max_pairs:
         a, b = np.triu_indices(n, 1)
     else:
         a = rng.integers(0, n, max_pairs * 2)
@@ -76,10 +66,7 @@ def rated_pairs(rows: Sequence[int], y: Sequence[float], max_pairs: int, seed: i
         ok = a != b
         a, b = a[ok][:max_pairs], b[ok][:max_pairs]
     d = y[a] - y[b]
-    if sigma > 0:
-        p = np.array([0.5 * (1.0 + math.erf(v / (2.0 * sigma))) for v in d])
-    else:
-        p = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
+    p = np.where(d > 0, 1.0, np.where(d < 0, 0.0, 0.5))
     w = np.full(len(a), weight / max(1, len(a)))
     return PairSet(rows[a], rows[b], p, w)
 
@@ -100,7 +87,6 @@ def fit_linear(x: np.ndarray, pairs: PairSet, l2: float, steps: int = 200, init:
     i, j = torch.as_tensor(pairs.i), torch.as_tensor(pairs.j)
     p = torch.as_tensor(pairs.p, dtype=torch.float64)
     wt = torch.as_tensor(pairs.weight, dtype=torch.float64)
-    wt = wt / wt.sum()
     w = torch.zeros(X.shape[1], dtype=torch.float64) if init is None else torch.as_tensor(init, dtype=torch.float64)
     w = w.clone().requires_grad_(True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe",
@@ -109,10 +95,7 @@ def fit_linear(x: np.ndarray, pairs: PairSet, l2: float, steps: int = 200, init:
     def closure():
         opt.zero_grad()
         s = X @ w
-        d = s[i] - s[j]
-        p_model = 0.5 * (1.0 + torch.erf(d / 2.0))
-        fid = 1.0 - torch.sqrt(p * p_model + 1e-12) - torch.sqrt((1 - p) * (1 - p_model) + 1e-12)
-        loss = (wt * fid).sum() + l2 * (w * w).sum()
+        loss = fidelity_loss(s[i] - s[j], p, weight=wt, eps=1e-12) + l2 * (w * w).sum()
         loss.backward()
         return loss
 
@@ -149,9 +132,3 @@ def standardize(x: np.ndarray, rows: Sequence[int]) -> Tuple[np.ndarray, np.ndar
     mean, std = x[rows].mean(0), x[rows].std(0)
     return mean, np.where(std > 1e-8, std, 1.0)
 
-
-def by_dataset(values: Sequence[str]) -> Dict[str, List[int]]:
-    out: Dict[str, List[int]] = {}
-    for k, v in enumerate(values):
-        out.setdefault(v, []).append(k)
-    return out
