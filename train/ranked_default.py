@@ -102,12 +102,18 @@ def rows_and_features(args, base: JointModel) -> Tuple[List[Dict], np.ndarray]:
     return rows, x
 
 
-def training_pairs(rows: List[Dict], seed: int = 0) -> PairSet:
+def rating(row: Dict) -> float:
+    """The rating a row is ranked by: RAISE's realness MOS, the technical MOS elsewhere (NaN: none)."""
+    value = row["mos"] if row["dataset"] == "raise" else row["mos_t"]
+    return np.nan if value is None else value
+
+
+def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray, np.ndarray]:
+    """The pairs every fit learns from, each row's rating (:func:`rating`) and data set name."""
     ds = np.array([r["dataset"] for r in rows])
     part = np.array([r["part"] for r in rows])
     orig = np.array([r["kind"] == "orig" for r in rows])
-    label = np.array([np.nan if (r["mos"] if r["dataset"] == "raise" else r["mos_t"]) is None
-                      else (r["mos"] if r["dataset"] == "raise" else r["mos_t"]) for r in rows], dtype=float)
+    label = np.array([rating(r) for r in rows], dtype=float)
     parts = []
     for name, weight in SET_WEIGHTS.items():
         i = np.flatnonzero((ds == name) & (part == "train") & orig & ~np.isnan(label))
