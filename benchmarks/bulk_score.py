@@ -156,14 +156,16 @@ def job(spec: Dict) -> Dict:
     else:
         import torch
 
-        from joint_core.stream.loader import model_threads
+        from joint_core.devices import plan_cpu
 
-        workers = spec["workers"]
-        threads = spec.get("threads") or model_threads("cpu", workers)  # what `joint score` does
-        if threads:
-            torch.set_num_threads(threads)
+        # what `joint score --workers W [--threads T]` does: the CPU plan from the model's cost
+        plan = plan_cpu("cpu", scorer.gflops() if spec.get("threads") is None else None,
+                        workers=spec["workers"], threads=spec.get("threads"))
+        if plan.threads:
+            torch.set_num_threads(plan.threads)
         engine = lambda samples: scorer.score_iter(samples, batch_size=spec["batch_size"],  # noqa: E731
-                                                   num_workers=workers, progress=False)
+                                                   num_workers=plan.workers, progress=False,
+                                                   worker_nice=plan.nice)
     marks: Dict[str, float] = {}
 
     def on_batch(records):
