@@ -45,6 +45,8 @@ log = logging.getLogger("comfyui_joint")
 FOLDER = "naturalness"
 MODEL_EXTENSIONS = {".safetensors"}
 DEFAULT_CHOICE = "default (shipped)"
+FAST_CHOICE = "fast (shipped)"
+SHIPPED_CHOICES = {DEFAULT_CHOICE: "default", FAST_CHOICE: "fast"}   # loader choice -> shipped model name
 USER_CHOICE = "user default (joint convert)"
 DEVICE_CHOICES = ["default", "cpu"]
 DTYPE_CHOICES = ["default", "fp32", "fp16", "bf16"]
@@ -92,13 +94,13 @@ def model_folders() -> List[str]:
 
 
 def model_choices() -> List[str]:
-    """The loader's list: the shipped default first (even when this copy ships none, so that
-    workflows naming it stay valid and say what is missing), the model ``joint convert``
+    """The loader's list: the two shipped models first, default and fast (even when this copy
+    ships none, so that workflows naming them stay valid and say what is missing), the model ``joint convert``
     installed into the user cache when there is one, then every model in the naturalness
     folders: a joint model is a folder holding ``config.json`` + ``model.safetensors``, listed
     by its path (``joint-official``, ``mine/v2``); a model put straight into a naturalness
     folder is listed as ``model.safetensors``."""
-    choices = [DEFAULT_CHOICE]
+    choices = list(SHIPPED_CHOICES)
     if is_model_dir(default_model_dir()):
         choices.append(USER_CHOICE)
     fp = comfy_module("folder_paths")
@@ -136,10 +138,12 @@ def resolve_choice(choice: str) -> Tuple[str, Path]:
     """A loader choice -> (spec for ``NaturalnessScorer.from_pretrained``, path of the model
     folder or file). Raises :class:`NoModelError` / :class:`FileNotFoundError` with a message
     that says what to do."""
-    if choice == DEFAULT_CHOICE:
-        if not is_model_dir(_checkpoint.SHIPPED_DEFAULT):
+    if choice in SHIPPED_CHOICES:
+        name = SHIPPED_CHOICES[choice]
+        path = _checkpoint.shipped_models()[name]
+        if not is_model_dir(path):
             raise NoModelError(no_model_installed_message(choice))
-        return "default", _checkpoint.SHIPPED_DEFAULT
+        return name, path
     if choice == USER_CHOICE:
         d = default_model_dir()
         if not is_model_dir(d):

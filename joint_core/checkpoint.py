@@ -2,7 +2,8 @@
 
 Model resolution (:func:`resolve_model`): an explicit path or hub id, else ``$JOINT_MODEL``,
 else the user cache (``$JOINT_HOME`` or ``~/.cache/joint``, folder ``default``), else the
-default model shipped inside the package. :func:`list_models` lists what can be loaded without a
+default model shipped inside the package. Two models ship (:func:`shipped_models`): ``"default"``
+and ``"fast"``, each loaded by its name. :func:`list_models` lists what can be loaded without a
 download.
 
 The rooms beside it: :mod:`joint_core.weights_io` reads and writes weights and model folders
@@ -17,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .config import CONFIG_NAME, ConfigError, JointConfig, list_presets, read_config_text
 from .errors import CheckpointError, NoModelError
@@ -30,23 +31,30 @@ from .weights_io import (HASH_KEY, INT8_SCALE_SUFFIX, WEIGHTS_NAME, PathLike, ch
 
 __all__ = [
     "CONFIG_NAME", "ENV_HOME", "ENV_MODEL", "HASH_KEY", "INT8_SCALE_SUFFIX", "MODEL_CARD_NAME", "SHIPPED_DEFAULT",
-    "WEIGHTS_NAME", "CheckpointError", "ModelEntry", "NoModelError", "ResolvedModel", "check_state",
+    "SHIPPED_FAST", "WEIGHTS_NAME", "CheckpointError", "ModelEntry", "NoModelError", "ResolvedModel", "check_state",
     "default_model_dir", "dequantize_int8", "download_from_hub", "is_model_dir", "list_models", "load_model",
     "load_state_strict", "load_weights", "no_model_message", "quantize_int8", "read_config_dict", "read_weights",
-    "resolve_model", "save_model", "save_weights", "state_hash", "user_cache_dir",
+    "resolve_model", "save_model", "save_weights", "shipped_models", "state_hash", "user_cache_dir",
 ]
 
 MODEL_CARD_NAME = "MODEL_CARD.md"
 ENV_MODEL = "JOINT_MODEL"
 ENV_HOME = "JOINT_HOME"
 SHIPPED_DEFAULT = Path(__file__).parent / "weights" / "default"
+SHIPPED_FAST = Path(__file__).parent / "weights" / "fast"
+
+
+def shipped_models() -> Dict[str, Path]:
+    """The models inside the package, by the name that loads them: ``"default"`` (the most
+    accurate) and ``"fast"`` (a small CNN distilled from it, for CPUs)."""
+    return {"default": SHIPPED_DEFAULT, "fast": SHIPPED_FAST}
 
 
 @dataclass
 class ResolvedModel:
     path: Path
     origin: str   # "argument", "hub", "environment ($JOINT_MODEL)", "user cache", "shipped default"
-    name: str     # what was asked for: a folder, a hub id, "default"
+    name: str     # what was asked for: a folder, a hub id, "default", "fast"
 
     def describe(self) -> str:
         return f"{self.path} ({self.origin})"
@@ -99,10 +107,11 @@ def no_model_message() -> str:
 
 
 def _resolve_name(name: str, origin: str, revision: Optional[str]) -> ResolvedModel:
-    if name == "default":
-        if is_model_dir(SHIPPED_DEFAULT):
-            return ResolvedModel(SHIPPED_DEFAULT, "shipped default", name)
-        raise NoModelError("this installation ships no default model. " + no_model_message())
+    shipped = shipped_models()
+    if name in shipped:
+        if is_model_dir(shipped[name]):
+            return ResolvedModel(shipped[name], f"shipped {name}", name)
+        raise NoModelError(f"this installation ships no {name!r} model. " + no_model_message())
     p = Path(name).expanduser()
     if p.name == CONFIG_NAME and p.is_file():
         p = p.parent
@@ -143,7 +152,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    origin: str        # "shipped default", "user cache", "environment ($JOINT_MODEL)", "hub cache"
+    origin: str        # "shipped default", "shipped fast", "user cache", "environment ($JOINT_MODEL)", "hub cache"
     description: str
     is_default: bool   # the one from_pretrained() picks when no model is named
 
@@ -185,7 +194,8 @@ def list_models() -> List[ModelEntry]:
             add(str(p), p, "user cache")
     for repo_id, path in _hub_cached_models():
         add(repo_id, path, "hub cache")
-    add("default", SHIPPED_DEFAULT, "shipped default")
+    for name, path in shipped_models().items():
+        add(name, path, f"shipped {name}")
     return found
 
 

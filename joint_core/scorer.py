@@ -102,7 +102,8 @@ class NaturalnessScorer:
                         revision: Optional[str] = None,
                         batch_invariant: Optional[bool] = None,
                         optimize: Optional[bool] = None) -> "NaturalnessScorer":
-        """Load a model folder, a hub id (``owner/name``), ``"default"``, or - with no
+        """Load a model folder, a hub id (``owner/name``), ``"default"`` or ``"fast"`` (the shipped
+        models, :func:`~joint_core.checkpoint.shipped_models`), or - with no
         argument - the first of ``$JOINT_MODEL``, the user cache and the shipped default."""
         resolved = resolve_model(name_or_path, revision=revision)
         model = load_model(resolved.path)

@@ -75,12 +75,13 @@ def default_scorer():
 
 @pytest.fixture
 def isolated_models(tmp_path, monkeypatch):
-    """No $JOINT_MODEL, an empty user cache, and no shipped default: resolution finds nothing."""
+    """No $JOINT_MODEL, an empty user cache, and no shipped models: resolution finds nothing."""
     from joint_core import checkpoint
 
     monkeypatch.delenv("JOINT_MODEL", raising=False)
     monkeypatch.setenv("JOINT_HOME", str(tmp_path / "joint-home"))
     monkeypatch.setattr(checkpoint, "SHIPPED_DEFAULT", tmp_path / "no-shipped-default")
+    monkeypatch.setattr(checkpoint, "SHIPPED_FAST", tmp_path / "no-shipped-fast")
     return tmp_path
 
 

@@ -362,14 +362,14 @@ def test_model_folder_and_choices(comfy, tmp_path, tiny_model_dir, monkeypatch):
     assert fp.folder_names_and_paths["naturalness"][1] == {".safetensors"}
     assert host.register_model_folder() == [default, str(extra)]            # idempotent
     choices = nodes.LoadNaturalnessModel.INPUT_TYPES()["required"]["model_name"][0]
-    assert choices == ["default (shipped)", "flat", "sub/v2", "tiny"]
+    assert choices == ["default (shipped)", "fast (shipped)", "flat", "sub/v2", "tiny"]
     fp.folder_names_and_paths["naturalness"] = ([default, str(extra / "flat")], {".safetensors"})
-    assert host.model_choices() == ["default (shipped)", "model.safetensors", "tiny"]
+    assert host.model_choices() == ["default (shipped)", "fast (shipped)", "model.safetensors", "tiny"]
     loaded = nodes.LoadNaturalnessModel().load("model.safetensors")[0]
     assert loaded.path == extra / "flat" and loaded.name == "model.safetensors"
     # a model installed by `joint convert` into the user cache is offered second
     shutil.copytree(tiny_model_dir, tmp_path / "joint-home" / "default")
-    assert host.model_choices()[:2] == ["default (shipped)", "user default (joint convert)"]
+    assert host.model_choices()[:3] == ["default (shipped)", "fast (shipped)", "user default (joint convert)"]
     b = nodes.LoadNaturalnessModel().load("user default (joint convert)")[0]
     assert b.path == tmp_path / "joint-home" / "default"
     with pytest.raises(FileNotFoundError, match="no model 'sub/custom.safetensors'"):
@@ -401,6 +401,8 @@ def test_no_model_installed_says_where_to_put_one(comfy, isolated_models):
     with pytest.raises(NoModelError) as exc:
         nodes.LoadNaturalnessModel().load("default (shipped)")
     msg = str(exc.value)
+    with pytest.raises(NoModelError, match="'fast \\(shipped\\)' is not installed"):
+        nodes.LoadNaturalnessModel().load("fast (shipped)")
     assert str(comfy.models_dir / "naturalness") in msg and "extra_model_paths.yaml" in msg
     assert "python -m joint_core convert JOINT_2024.pth" in msg and "JOINT_2024.pth" in msg
     assert "joint convert" in msg and "press R" in msg
@@ -414,12 +416,12 @@ def test_no_model_installed_says_where_to_put_one(comfy, isolated_models):
         nodes.LoadNaturalnessModel().load("tiny", device="tpu")
 
 
-def test_without_comfyui_the_loader_offers_the_default_only(monkeypatch, tmp_path):
+def test_without_comfyui_the_loader_offers_the_shipped_models_only(monkeypatch, tmp_path):
     for name in ("folder_paths", "comfy", "comfy.utils", "comfy.model_management"):
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setenv("JOINT_HOME", str(tmp_path))
     assert host.register_model_folder() is None
-    assert host.model_choices() == ["default (shipped)"]
+    assert host.model_choices() == ["default (shipped)", "fast (shipped)"]
     assert host.placement("default")[0] == host.placement("default")[1]
     assert type(host.blocker(None)).__name__ == "ExecutionBlocker"
 

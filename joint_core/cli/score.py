@@ -54,7 +54,8 @@ def register(sub) -> argparse.ArgumentParser:
     s.add_argument("--id-column", help="for Parquet/CSV inputs: the column whose value names each row "
                                        "(default: the path, else FILE#ROW)")
     s.add_argument("--recursive", "-r", action="store_true", help="look into sub-folders of folders")
-    s.add_argument("--model", "-m", help="model folder or hub id (owner/name); 'default' for the shipped one")
+    s.add_argument("--model", "-m", help="model folder or hub id (owner/name); 'default' or 'fast' for the shipped "
+                                         "ones (fast: a small CNN distilled from default, for CPUs)")
     s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     s.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16")
     s.add_argument("--batch-size", "-b", type=positive_int, default=16, help="images per batch (default 16)")

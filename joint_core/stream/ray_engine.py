@@ -147,14 +147,14 @@ def _warnings(res: Any, n: int) -> List[Optional[str]]:
 
 
 def actor_model(scorer: Any, ray: Any) -> Any:
-    """How actors get the driver's model: the shipped default by name, a hub model by its id, a
+    """How actors get the driver's model: a shipped model by name, a hub model by its id, a
     model folder by its path (workers must see it: a shared file system); a model that lives only
     in memory through the object store."""
     src = scorer.source
     if src is None:
         return [ray.put(model_blob(scorer))]
-    if src.origin == "shipped default":
-        return "default"
+    if src.origin.startswith("shipped "):
+        return src.origin[len("shipped "):]
     if src.origin == "hub":
         return src.spec
     return str(Path(src.path).resolve())
