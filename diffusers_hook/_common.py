@@ -39,8 +39,9 @@ def require_diffusers(feature: str = "diffusers_hook") -> Any:
 
 def resolve_scorer(scorer: ScorerSpec, device: Union[str, torch.device, None] = None) -> "NaturalnessScorer":
     """A :class:`NaturalnessScorer` as given, or loaded from a folder / hub id / shipped model name
-    (``"default"``, ``"fast"``), or - for None - the default model (``$JOINT_MODEL``, the user cache, the shipped default). Raises
-    :class:`joint_core.NoModelError` with instructions when no model exists."""
+    (``"default"``, ``"fast"``), or - for None - the default model (``$JOINT_MODEL``, the user
+    cache, the shipped default). Raises :class:`joint_core.NoModelError` with instructions when no
+    model exists."""
     from joint_core import NaturalnessScorer
 
     if isinstance(scorer, NaturalnessScorer):
