@@ -256,6 +256,9 @@ CARD = """# {name}
   and anatomical errors are weak points of both.
 - It ranks as its teacher does only in part: naturalness SRCC with the teacher {agree_range} on
   the test parts, lowest on {agree_worst}; see the table.
+- It misses block garbling: a photo scrambled in 32 px blocks keeps a clean photo's naturalness
+  (tests/test_fast_model.py); every other broken frame and every blurred, noisy or JPEG copy
+  scores below the clean photo.
 - It is not a detector of AI generation and not a content or safety filter.
 
 ## Licences
