@@ -41,6 +41,24 @@ def setup(tmp_path_factory):
     return root, recipe, anat
 
 
+def _assert_close(a, b, path="", rel=1e-4):
+    """Same structure, same values; floats within ``rel``. A rerun in the same process refits the
+    bootstrap's 4-parameter logistic curves on 6-10 image resamples, which CI saw come out
+    different beyond 9 significant digits after other tests had run (never when run alone)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_close(a[k], b[k], f"{path}.{k}", rel)
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{path}[{i}]", rel)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=rel, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
 def _rounded(obj):
     """Floats to 9 significant digits. The bootstrap's logistic fits on 6-image resamples can come
     out different in the last bit or two in one process, e.g. after test_stream's worker pools
@@ -76,7 +94,7 @@ def test_crosseval_scores_every_model_on_every_set_once(setup, tiny_model_dir, m
     def plain(r, m="first"):      # NaN -> null: a NaN (e.g. an undefined interval) never equals itself
         return _rounded(json.loads(json.dumps(jsonable(r["models"][m]["sets"]))))
 
-    assert plain(res, "first") == plain(res, "second")
+    _assert_close(plain(res, "first"), plain(res, "second"))
     assert res["models"]["first"]["sets"]["synth"]["ranking"]["pooled"]["srcc"] == \
         res["models"]["first"]["sets"]["synth"]["naturalness"]["pooled"]["srcc"]
     md = (out / "crosseval.md").read_text()
@@ -89,7 +107,7 @@ def test_crosseval_scores_every_model_on_every_set_once(setup, tiny_model_dir, m
     monkeypatch.setattr(NaturalnessScorer, "score", lambda *a, **k: pytest.fail("scored again"))
     again = crosseval(recipe, [str(tiny_model_dir)], out, anatomy=str(anat), labels=["first"], bootstrap=20,
                       progress=False)
-    assert plain(again) == plain(res)
+    _assert_close(plain(again), plain(res))
 
 
 def test_crosseval_command_line(setup, tiny_model_dir, tmp_path, capsys):
