@@ -42,12 +42,10 @@ from joint_core.preprocess.pipeline import Preprocessor
 from joint_core.checkpoint import MODEL_CARD_NAME
 from joint_core.weights_io import WEIGHTS_NAME, load_model, save_model
 
-from .data import prepare_data
 from .importers import load_imagenet_weights
 from .probe import ridge_loo, set_linear_head
 from .metrics import within_groups
-from .ranked_default import DEGRADATIONS, degrade, rating, rows_and_features
-from .recipe import load_recipe
+from .ranked_default import DEGRADATIONS, add_data_arguments, degrade, prepared_data, rating, rows_and_features
 
 AXES = ("technical", "rationality")
 
@@ -320,9 +318,7 @@ def write_card(out: Path, student: JointModel, teacher: JointModel, results: Dic
 
 def main(argv: Sequence[str] = None) -> None:
     ap = argparse.ArgumentParser(description="distil the default model into a fast one (see the module docstring)")
-    ap.add_argument("--raise", dest="raise_root", required=True, help="RAISE's dataset/ folder")
-    ap.add_argument("--clive", required=True, help="CLIVE's ChallengeDB_release folder")
-    ap.add_argument("--agiqa", required=True, help="AGIQA-3K's data/ folder (ACGIQA-3K/ and data.csv)")
+    add_data_arguments(ap)
     ap.add_argument("--teacher", default="joint_core/weights/default", help="the model distilled (v3)")
     ap.add_argument("--work", required=True, help="ranked_default's work folder (image cache, teacher features)")
     ap.add_argument("--out", required=True, help="where the student's model folder is written")
@@ -340,13 +336,10 @@ def main(argv: Sequence[str] = None) -> None:
     torch.manual_seed(0)
     out = Path(args.out)
     teacher = load_model(args.teacher).eval()
-    rows, x = rows_and_features(argparse.Namespace(raise_root=args.raise_root, clive=args.clive,
-                                                   agiqa=args.agiqa, work=args.work), teacher)
+    data = prepared_data(args)       # decoded once: the teacher's features and the student's inputs
+    rows, x = rows_and_features(args, teacher, data)
     targets = teacher_scores(teacher, x)
-    recipe = load_recipe("default-model", variables={
-        "RAISE_ROOT": args.raise_root, "CLIVE_ROOT": args.clive, "AGIQA_ROOT": args.agiqa,
-        "DEGENERATE_ROOT": str(Path(args.work) / "degenerate")})
-    cache = prepare_data(recipe, cache_root=Path(args.work) / "cache").cache
+    cache = data.cache
 
     card_only = args.card_only
     if card_only:

@@ -67,13 +67,28 @@ def degrade(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))).permute(2, 0, 1)
 
 
-def rows_and_features(args, base: JointModel) -> Tuple[List[Dict], np.ndarray]:
+def add_data_arguments(ap: argparse.ArgumentParser) -> None:
+    """The data set folders every build from this recipe's data takes."""
+    ap.add_argument("--raise", dest="raise_root", required=True, help="RAISE's dataset/ folder")
+    ap.add_argument("--clive", required=True, help="CLIVE's ChallengeDB_release folder")
+    ap.add_argument("--agiqa", required=True, help="AGIQA-3K's data/ folder (ACGIQA-3K/ and data.csv)")
+
+
+def prepared_data(args):
+    """The data sets and splits of ``default-model.yaml``, decoded images cached in ``args.work``."""
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe("default-model", variables={
         "RAISE_ROOT": args.raise_root, "CLIVE_ROOT": args.clive, "AGIQA_ROOT": args.agiqa,
         "DEGENERATE_ROOT": str(work / "degenerate")})
-    data = prepare_data(recipe, cache_root=work / "cache")
+    return prepare_data(recipe, cache_root=work / "cache")
+
+
+def rows_and_features(args, base: JointModel, data=None) -> Tuple[List[Dict], np.ndarray]:
+    """Every image and degraded copy (rows) and ``base``'s technical head input for each, cached
+    in ``args.work``; ``data``: :func:`prepared_data` when the caller already has it."""
+    work = Path(args.work)
+    data = data if data is not None else prepared_data(args)
     rows = [dict(key=it.key, dataset=it.dataset, part=part, mos=it.sample.mos, mos_t=it.sample.mos_t,
                  mos_r=it.sample.mos_r, group=it.sample.group, kind="orig")
             for part in ("train", "val", "test") for it in data.items(part)]
@@ -170,9 +185,7 @@ def build(args) -> JointModel:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="build the default model v3 (see the module docstring)")
-    ap.add_argument("--raise", dest="raise_root", required=True, help="RAISE's dataset/ folder")
-    ap.add_argument("--clive", required=True, help="CLIVE's ChallengeDB_release folder")
-    ap.add_argument("--agiqa", required=True, help="AGIQA-3K's data/ folder (ACGIQA-3K/ and data.csv)")
+    add_data_arguments(ap)
     ap.add_argument("--base", default="joint_core/weights/default", help="the v2 model (its CLIP branch and head)")
     ap.add_argument("--work", required=True, help="folder for the image cache, features and splits")
     ap.add_argument("--out", required=True, help="where the model folder is written")
