@@ -20,14 +20,20 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "h
 def test_shipped_files_load_strictly_and_fit_the_size_budget():
     """The package default may be up to 100 MB (issue 13: only because the CLIP technical branch
     beats the best model within 30 MB by more than 0.03 SRCC on AGIQA-3K, docs/default-model.md)."""
-    files = {p.name for p in SHIPPED_DEFAULT.iterdir()}
-    assert {"config.json", WEIGHTS_NAME, MODEL_CARD_NAME} <= files
-    assert sum(p.stat().st_size for p in SHIPPED_DEFAULT.iterdir()) <= 100 * 10**6
-    state = read_weights(SHIPPED_DEFAULT / WEIGHTS_NAME)       # checksum verified
-    model = load_model(SHIPPED_DEFAULT)                         # strict: every key, every shape
-    assert set(model.state_dict()) == set(state)
-    cfg = json.loads((SHIPPED_DEFAULT / "config.json").read_text())
+    _, cfg = check_shipped_folder(SHIPPED_DEFAULT, max_bytes=100 * 10**6)
     assert cfg["score_range"] == [1.0, 5.0]
+
+
+def check_shipped_folder(folder, max_bytes: int):
+    """A shipped model folder: config, weights and card present, within ``max_bytes``, the
+    weights' checksum verified and every key loaded strictly. Returns (model, config dict)."""
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", WEIGHTS_NAME, MODEL_CARD_NAME} <= files
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= max_bytes
+    state = read_weights(folder / WEIGHTS_NAME)                 # checksum verified
+    model = load_model(folder)                                  # strict: every key, every shape
+    assert set(model.state_dict()) == set(state)
+    return model, json.loads((folder / "config.json").read_text())
 
 
 def test_is_what_the_resolution_order_falls_back_to(isolated_models, monkeypatch):

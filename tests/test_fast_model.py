@@ -9,10 +9,9 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from joint_core import load_model
-from joint_core.checkpoint import MODEL_CARD_NAME, SHIPPED_DEFAULT, SHIPPED_FAST, WEIGHTS_NAME, read_weights
+from joint_core.checkpoint import SHIPPED_DEFAULT, SHIPPED_FAST, WEIGHTS_NAME
 
-from test_default_model import PHOTOS, _broken_and_clean, _damaged
+from test_default_model import PHOTOS, _broken_and_clean, _damaged, check_shipped_folder
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_FAST / WEIGHTS_NAME).is_file(),
                                 reason="this checkout ships no fast model")
@@ -26,13 +25,7 @@ def fast_scorer():
 
 
 def test_shipped_files_load_strictly_and_fit_30_mb():
-    files = {p.name for p in SHIPPED_FAST.iterdir()}
-    assert {"config.json", WEIGHTS_NAME, MODEL_CARD_NAME} <= files
-    assert sum(p.stat().st_size for p in SHIPPED_FAST.iterdir()) <= 30 * 10**6
-    state = read_weights(SHIPPED_FAST / WEIGHTS_NAME)           # checksum verified
-    model = load_model(SHIPPED_FAST)                            # strict: every key, every shape
-    assert set(model.state_dict()) == set(state)
-    cfg = json.loads((SHIPPED_FAST / "config.json").read_text())
+    model, cfg = check_shipped_folder(SHIPPED_FAST, max_bytes=30 * 10**6)
     teacher = json.loads((SHIPPED_DEFAULT / "config.json").read_text())
     # one small backbone; naturalness is the teacher's own function of the two scores
     assert cfg["rationality"]["backbone"] == "none" and cfg["rationality"]["head_extra"] == "technical"
