@@ -32,6 +32,7 @@ from bulk_score import synthetic  # noqa: E402
 from joint_core import NaturalnessScorer  # noqa: E402
 from joint_core.config import get_preset  # noqa: E402
 from joint_core.preprocess.images import load_image  # noqa: E402
+from joint_core.preprocess.loader import iter_batches  # noqa: E402
 from joint_core.stream.loader import available_cores, plan_cpu  # noqa: E402
 
 
@@ -84,12 +85,17 @@ def main() -> None:
                 f"1 worker at normal priority, {cores} threads": (1, 0, cores),
                 f"1 worker nice 19, {cores} threads": (1, 19, cores),
                 f"no worker, {cores} threads": (0, 0, cores),
+                f"no worker, {cores} threads, decoding on one core": (0, 0, cores, 1),
             }
 
             def run(cfg, scorer=scorer):
                 if isinstance(cfg, int):
                     torch.set_num_threads(cfg)
                     return lambda: scorer.score(decoded, batch_size=args.batch_size, progress=False)
+                if len(cfg) == 4:   # decoding in this process without the decoding threads (before issue 21)
+                    torch.set_num_threads(cfg[2])
+                    return lambda: [scorer.score_items(items) for items in iter_batches(
+                        paths, args.batch_size, 0, limits=scorer.limits, threads=cfg[3])]
                 workers, nice, threads = cfg
                 torch.set_num_threads(threads)
                 return lambda: [b for b in scorer.score_iter(paths, batch_size=args.batch_size, num_workers=workers,

@@ -89,10 +89,11 @@ def plan_cpu(device: Any = "cpu", gflops: Optional[float] = None, workers: Optio
       at low priority (niced): a decoder at normal priority beside a full thread team stalls the
       team (every parallel region waits for its descheduled thread).
     - CPU, a light model (or unknown cost): one decoder per four cores at normal priority and the
-      model the cores they leave; below four cores no decoder (decoding in this process between
-      batches, every core to the model), which measured best on 2 cores (a v1-class model:
-      80-104 % of the in-memory rate against 76-81 % for one decoder beside one model thread,
-      ``benchmarks/cpu_plan.py``).
+      model the cores they leave; below four cores no decoder: each batch is decoded in this
+      process between batches, by one thread per core (:func:`~joint_core.preprocess.loader.iter_batches`),
+      and every core goes to the model. On 2 cores that measured best (``benchmarks/cpu_plan.py``:
+      the fast model and a v1-class model about 90 % of the in-memory rate, against 80 % when one
+      thread decoded and 56-70 % with a decoding process).
     """
     cores = available_cores()
     if torch.device(device).type != "cpu":

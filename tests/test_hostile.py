@@ -369,6 +369,27 @@ def test_degenerate_frames_are_flagged():
     assert collect_images(np.zeros((64, 64, 3), np.uint8), ImageLimits(flag_degenerate=False))[0].warning is None
 
 
+
+def test_flags_read_any_dtype_alike_and_select_like_torch():
+    """The flags are computed in NumPy (no torch thread team beside the model): the order
+    statistics must be torch's (lower median, linear quantile), and an image gives the same
+    verdict as uint8, float32, float16 or bfloat16."""
+    from joint_core.preprocess.flags import _quantile
+
+    gen = torch.Generator().manual_seed(3)
+    for n in (1, 2, 3, 10, 101, 65536):
+        v = torch.rand(n, generator=gen)
+        for q in (0.0, 0.5, 0.99, 1.0):
+            assert _quantile(v.numpy(), q) == pytest.approx(float(torch.quantile(v, q)), abs=1e-7), (n, q)
+    noise = torch.randint(0, 256, (3, 300, 200), generator=gen, dtype=torch.uint8)
+    grey = torch.full((3, 300, 200), 77, dtype=torch.uint8)
+    for img, kind in ((torch.from_numpy(photo("coffee")).permute(2, 0, 1), None), (noise, "pure noise"),
+                      (grey, "nearly uniform")):
+        verdicts = {dt: degenerate_reason(img if dt == torch.uint8 else (img.float() / 255).to(dt))
+                    for dt in (torch.uint8, torch.float32, torch.float16, torch.bfloat16)}
+        assert all((v is None) == (kind is None) and (kind is None or kind in v) for v in verdicts.values()), verdicts
+    assert "rgb(77, 77, 77)" in degenerate_reason(grey)
+
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "camera", "rocket", "moon", "page", "text", "horse", "clock",
                "coins", "hubble_deep_field", "grass", "gravel", "brick", "retina", "immunohistochemistry",
                "colorwheel", "logo", "cell", "checkerboard", "microaneurysms")

@@ -82,10 +82,51 @@ def test_score_iter_takes_in_memory_images_and_generators(tiny_scorer, photos):
     assert got[3]["error"] and "NaN" in got[3]["error"]
 
 
+def test_decoding_threads_give_the_same_items_in_order_and_leave_in_memory_images_here(image_dir, photos,
+                                                                                      monkeypatch):
+    import threading
+
+    from joint_core.preprocess import loader
+    from joint_core.stream import iter_batches
+
+    paths = sorted(str(p) for p in image_dir.rglob("*") if p.is_file())
+    inputs = paths[:4] + [photos["coffee"]] + paths[4:] + [np.zeros((64, 64, 3), np.uint8)]
+    seen = []
+    real = loader.load_sample
+
+    def spy(sample, *args, **kwargs):
+        seen.append((sample.key, threading.current_thread().name))
+        return real(sample, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "load_sample", spy)
+    runs = {}
+    for threads in (1, 3):
+        seen.clear()
+        batches = list(iter_batches(inputs, batch_size=4, threads=threads))
+        runs[threads] = [(it.source, it.error, it.warning, None if it.tensor is None else it.tensor.clone())
+                         for b in batches for it in b]
+        assert [len(b) for b in batches] == [4, 4, 4]
+        names = dict(seen)
+        here = threading.current_thread().name
+        if threads == 1:
+            assert set(names.values()) == {here}
+        else:   # files on the decoding threads, in-memory images in this thread (torch work stays here)
+            assert all(names[p].startswith("joint-decode") for p in paths)
+            assert names["input 4"] == here and names["input 11"] == here
+    one, three = runs[1], runs[3]
+    assert [r[0] for r in one] == [r[0] for r in three] == paths[:4] + ["input 4"] + paths[4:] + ["input 11"]
+    for a, b in zip(one, three):
+        assert a[1:3] == b[1:3] and (a[3] is None) == (b[3] is None)
+        assert a[3] is None or torch.equal(a[3], b[3])
+    assert sum(r[1] is not None for r in three) == 1 and "broken.png" in [r for r in three if r[1]][0][1]
+    assert "nearly uniform" in three[-1][2]                           # flagged the same on either path
+
+
 def test_iter_batches_checks_its_arguments(tiny_scorer):
     from joint_core.stream import iter_batches
 
-    for kwargs in ({"batch_size": 0}, {"num_workers": -1}, {"prefetch": 0}, {"batch_size": 2.5}):
+    for kwargs in ({"batch_size": 0}, {"num_workers": -1}, {"prefetch": 0}, {"batch_size": 2.5}, {"threads": 0},
+                   {"threads": 1.5}, {"threads": True}):
         with pytest.raises(ValueError):
             next(iter_batches(["x.png"], **kwargs))
 

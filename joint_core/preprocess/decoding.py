@@ -124,8 +124,10 @@ def _pil_image_unchecked(img: Any, source: str, limits: ImageLimits, from_user: 
             img = img.convert("RGB").reduce((fx, fy))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    arr = np.array(img, dtype=np.uint8)  # a writable copy
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous(), note
+    # HWC -> CHW in NumPy, not torch: a torch copy this size runs a thread team, and decoding
+    # threads (preprocess.loader) must not start one beside the model's
+    arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()   # C order, writable
+    return torch.from_numpy(arr), note
 
 
 def _pil_high_depth(img: Any, source: str, limits: ImageLimits) -> Tensor:

@@ -23,10 +23,12 @@ import functools
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 
+from ..devices import available_cores
 from ..errors import ImageInputError
 from .images import load_items, load_one
 from .items import ImageItem, ImageLimits, check_layout
@@ -167,13 +169,20 @@ def _quiet_worker(worker_id: int, nice: int = 0) -> None:
 
 def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int = 0,
                  prefetch: int = 2, limits: Optional[ImageLimits] = None, layout: str = "auto",
-                 worker_nice: int = 0) -> Iterator[List[ImageItem]]:
+                 worker_nice: int = 0, threads: Optional[int] = None) -> Iterator[List[ImageItem]]:
     """Decode ``samples`` (:class:`Sample` objects, paths or in-memory images) in ``num_workers``
     processes (0: in this process) and yield lists of at most ``batch_size`` items, in input order.
     At most ``num_workers * prefetch`` batches are decoded ahead. ``limits`` bound the work per
     image (the scorer's :attr:`~joint_core.scorer.NaturalnessScorer.limits`); ``layout`` reads
     in-memory arrays and tensors; ``worker_nice`` > 0 runs the workers at lower priority (beside
-    a model that uses every core, :func:`~joint_core.devices.plan_cpu`)."""
+    a model that uses every core, :func:`~joint_core.devices.plan_cpu`).
+
+    In this process (``num_workers=0``) each batch is decoded when it is asked for, by ``threads``
+    threads (None: every available core, at most ``batch_size``; 1: this thread): Pillow and
+    NumPy release the GIL while they decode and flag, and the model's threads are idle between
+    batches, so decoding a batch on every core costs about a core's share of the time of decoding
+    it on one (``benchmarks/cpu_plan.py``: a light model from 512 px files went from 80 % to about
+    90 % of its in-memory rate on 2 cores). The items are the same whatever the thread count."""
     check_layout(layout)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -181,15 +190,16 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
         raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     stream = (as_sample(obj, i) for i, obj in enumerate(samples))
-    loader = torch.utils.data.DataLoader(
-        _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
-        collate_fn=_collate, prefetch_factor=prefetch if num_workers else None,
-        worker_init_fn=functools.partial(_quiet_worker, nice=worker_nice) if num_workers else None)
-    it = iter(loader)
+    if num_workers == 0:
+        parts = _decode_here(stream, batch_size, limits, layout, threads)
+    else:
+        parts = _decode_in_workers(stream, batch_size, num_workers, prefetch, limits, layout, worker_nice)
     pending: List[ImageItem] = []
     try:
-        for items in it:
+        for items in parts:
             # in-memory batches can give more items than samples: re-cut to batch_size
             pending.extend(items)
             while len(pending) >= batch_size:
@@ -197,6 +207,40 @@ def iter_batches(samples: Iterable[Any], batch_size: int = 16, num_workers: int 
                 pending = pending[batch_size:]
         if pending:
             yield pending
+    finally:
+        parts.close()
+
+
+def _decode_here(stream: Iterator[Sample], batch_size: int, limits: Optional[ImageLimits], layout: str,
+                 threads: Optional[int]) -> Iterator[List[ImageItem]]:
+    """Batches decoded in this process, each by a pool of threads when asked for (lazily: the
+    next batch is read and decoded only when the caller is done with this one). In-memory
+    images are read in this thread: their conversion is torch's, and torch work in other threads
+    starts thread teams that fight the model's."""
+    n = min(available_cores() if threads is None else threads, batch_size)
+    load = functools.partial(load_sample, limits=limits, layout=layout)
+    pool = ThreadPoolExecutor(n, thread_name_prefix="joint-decode") if n > 1 else None
+    try:
+        for batch in _Batches(stream, batch_size):
+            if pool is None or sum(s.obj is None for s in batch) < 2:
+                yield _collate([load(s) for s in batch])
+                continue
+            jobs = [pool.submit(load, s) if s.obj is None else s for s in batch]
+            yield _collate([load(j) if isinstance(j, Sample) else j.result() for j in jobs])
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _decode_in_workers(stream: Iterator[Sample], batch_size: int, num_workers: int, prefetch: int,
+                       limits: Optional[ImageLimits], layout: str, worker_nice: int) -> Iterator[List[ImageItem]]:
+    loader = torch.utils.data.DataLoader(
+        _SampleDataset(limits, layout), batch_sampler=_Batches(stream, batch_size), num_workers=num_workers,
+        collate_fn=_collate, prefetch_factor=prefetch,
+        worker_init_fn=functools.partial(_quiet_worker, nice=worker_nice))
+    it = iter(loader)
+    try:
+        yield from it
     finally:
         if hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
