@@ -103,6 +103,33 @@ def fit_linear(x: np.ndarray, pairs: PairSet, l2: float, steps: int = 200, init:
     return w.detach().numpy()
 
 
+
+def fit_classifier(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200) -> Tuple[np.ndarray, float]:
+    """``(w, b)`` of an L2-regularised logistic regression of the 0/1 labels ``y`` on ``x`` (rows
+    standardised by the caller), the two classes weighing the same whatever their sizes (L-BFGS,
+    float64, deterministic). ``x @ w + b`` is the logit of class 1."""
+    y = np.asarray(y, dtype=np.float64)
+    if not np.isin(y, (0.0, 1.0)).all() or y.min() == y.max():
+        raise ValueError("fit_classifier needs labels 0 and 1, both present")
+    X = torch.as_tensor(x, dtype=torch.float64)
+    t = torch.as_tensor(y)
+    pos = float(t.mean())
+    weight = torch.where(t > 0.5, 0.5 / pos, 0.5 / (1.0 - pos)) / len(t)
+    wb = torch.zeros(X.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([wb], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        logit = X @ wb[:-1] + wb[-1]
+        loss = (weight * torch.nn.functional.binary_cross_entropy_with_logits(logit, t, reduction="none")).sum()
+        loss = loss + l2 * (wb[:-1] * wb[:-1]).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    w = wb.detach().numpy()
+    return w[:-1], float(w[-1])
+
 def to_scale(s: np.ndarray, y: np.ndarray, sets: Sequence[str]) -> Tuple[float, float]:
     """``(a, c)`` with ``a * s + c`` closest to the ratings ``y`` (NaN: unrated, ignored) in least
     squares, every data set weighing the same; ``a`` is kept positive (order is the fit's)."""
