@@ -94,3 +94,26 @@ def test_the_default_ranking_puts_broken_frames_below_clean_photos(fast_scorer):
     worst_clean = float(key[: len(clean)].min())
     wrong = {n: round(float(v), 3) for n, v in zip(broken, key[len(clean):]) if float(v) >= worst_clean}
     assert set(wrong) <= {"garbled blocks"}, (worst_clean, wrong)
+
+
+def test_the_rationality_view_is_made_only_for_a_branch_that_reads_it(fast_scorer, tiny_scorer, photos,
+                                                                     monkeypatch):
+    """The fast model's (and the v3 default's) rationality head reads the technical branch's
+    features, not an image: the scorer skips that view (a resize of every image, ~12 % of the
+    fast model's time) and the scores are those of the model run on the real view."""
+    from joint_core.preprocess.pipeline import Preprocessor
+
+    imgs = [torch.from_numpy(photos[n]).permute(2, 0, 1).contiguous() for n in ("astronaut", "coffee", "chelsea")]
+    calls = []
+    real = Preprocessor.rationality
+    monkeypatch.setattr(Preprocessor, "rationality", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    got = fast_scorer.score_tensors(imgs)
+    assert calls == []
+    pre = fast_scorer.preprocessor
+    prepared = pre.prepare(imgs)
+    with torch.inference_mode():
+        ref = fast_scorer.model(pre.technical(prepared), real(pre, prepared))    # eager, on the real view
+    for axis in ("technical", "rationality", "naturalness"):
+        assert torch.allclose(got[axis], getattr(ref, axis).float(), atol=1e-4), axis
+    tiny_scorer.score_tensors(imgs)                                   # a branch with a backbone reads it
+    assert len(calls) >= 1
