@@ -286,7 +286,8 @@ class NaturalnessScorer:
                 :func:`joint_core.stream.open_inputs` (folders, globs, lists, WebDataset tars,
                 Parquet/CSV tables). A single path or image is one input.
             batch_size: images per forward pass.
-            num_workers: decoding processes (0: decode in this process; None: as `joint score`
+            num_workers: decoding processes (0: decode in this process, each batch on every core
+                before the model runs it; None: as `joint score`
                 plans them from the model's cost and the cores, :func:`~joint_core.devices.plan_cpu`,
                 with the model's threads set for the run and restored after it).
             prefetch: batches each worker decodes ahead.
