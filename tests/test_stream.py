@@ -122,6 +122,29 @@ def test_decoding_threads_give_the_same_items_in_order_and_leave_in_memory_image
     assert "nearly uniform" in three[-1][2]                           # flagged the same on either path
 
 
+
+def test_decoding_threads_leave_the_warning_filters_as_they_were(tmp_path):
+    """Decoding silences Pillow's decompression-bomb warning around open() with
+    warnings.catch_warnings, which swaps one process-wide list: overlapping opens on the decoding
+    threads must not leave the "ignore" filter installed (nor lose the caller's filters)."""
+    import warnings
+
+    from joint_core.stream import iter_batches
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(48):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)                # the caller's own filter
+        before = list(warnings.filters)
+        for _ in range(15):
+            items = [it for b in iter_batches(paths, batch_size=48, threads=8) for it in b]
+            assert len(items) == 48 and all(it.ok for it in items)
+        assert warnings.filters == before
+
 def test_iter_batches_checks_its_arguments(tiny_scorer):
     from joint_core.stream import iter_batches
 

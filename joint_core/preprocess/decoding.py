@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from typing import Any, Optional, Tuple, Union
 
@@ -18,6 +19,8 @@ from ..errors import ImageInputError
 from .arrays import RANGE_SLACK, finish_float
 from .items import DEFAULT_LIMITS, ImageLimits, UnreadablePath, aspect_box, aspect_note, first_line, reduce_factors
 from .paths import open_regular
+
+_OPEN_LOCK = threading.Lock()
 
 
 def load_path(path: Union[str, os.PathLike], limits: ImageLimits) -> Tuple[Tensor, Optional[str]]:
@@ -40,14 +43,18 @@ def decode_file(f: Any, name: str, limits: ImageLimits) -> Tuple[Tensor, Optiona
     """An open binary file -> (tensor, note): declared size checked before decoding, large JPEGs
     drafted, EXIF orientation applied, the aspect and size rules of :class:`ImageLimits`."""
     try:
-        with warnings.catch_warnings():
-            # our own budget is checked below, before decoding; Pillow's warning is not an error
+        # our own budget is checked below, before decoding; Pillow's warning (raised by open(),
+        # which reads only the header) is not an error. warnings.catch_warnings swaps one
+        # process-wide filter list, so decoding threads (preprocess.loader) take turns here:
+        # without the lock two overlapping opens could leave the "ignore" filter installed for good
+        with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(f) as img:
-                _check_declared_size(img, name, limits)
-                _draft(img, limits)
-                ImageOps.exif_transpose(img, in_place=True)
-                return read_pil(img, name, limits, from_user=False)
+            img = Image.open(f)
+        with img:
+            _check_declared_size(img, name, limits)
+            _draft(img, limits)
+            ImageOps.exif_transpose(img, in_place=True)
+            return read_pil(img, name, limits, from_user=False)
     except ImageInputError:
         raise
     except Image.DecompressionBombError as e:   # Pillow's own check in open(), at twice its limit
