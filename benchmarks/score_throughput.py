@@ -68,10 +68,9 @@ def bench_one(scorer: NaturalnessScorer, size: int, batch: int, repeats: int) ->
     gen = torch.Generator().manual_seed(0)
     images = torch.rand((batch, 3, size, size), generator=gen)
     items = list((images * 255).to(torch.uint8))          # what decoding a file gives
-    pre = scorer.preprocessor
     # warm-up (allocators, kernels, lazy init)
     with torch.inference_mode():
-        scorer._forward(*pre(pre.prepare(items)))
+        scorer._forward(*scorer.model_inputs(items))
     _sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -79,7 +78,7 @@ def bench_one(scorer: NaturalnessScorer, size: int, batch: int, repeats: int) ->
     with PeakRSS() as mem, torch.inference_mode():
         for _ in range(repeats):
             t0 = time.perf_counter()
-            x_t, x_r = pre(pre.prepare(items))
+            x_t, x_r = scorer.model_inputs(items)
             _sync(dev)
             t1 = time.perf_counter()
             scorer._forward(x_t, x_r)

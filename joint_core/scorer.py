@@ -329,21 +329,24 @@ class NaturalnessScorer:
             if bar is not None:
                 bar.close()
 
+    def model_inputs(self, images: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+        """The two branches' inputs ``(technical, rationality)`` for validated RGB ``[3, H, W]``
+        images, as :meth:`score_tensors` feeds them to the model. A rationality head that reads
+        only the technical branch's features (no rationality backbone: the v3 default, ``fast``)
+        never reads its input, so that view (a resize of every image, ~12 % of the fast model's
+        time) is not made: a ``[B, 3, 1, 1]`` placeholder keeps the batch size."""
+        prepared = self.preprocessor.prepare(images)
+        x_t = self.preprocessor.technical(prepared)
+        if self.model.rationality.backbone is None:
+            return x_t, x_t.new_zeros(x_t.shape[0], 3, 1, 1)
+        return x_t, self.preprocessor.rationality(prepared)
+
     @torch.inference_mode()
     def score_tensors(self, images: Sequence[Tensor]) -> Dict[str, Tensor]:
         """Score already-validated RGB ``[3, H, W]`` images (uint8 or float in [0, 1]) in one
         batch; returns float32 tensors on the scorer's device. No error handling: for faces
         that validated their input themselves."""
-        prepared = self.preprocessor.prepare(images)
-        x_t = self.preprocessor.technical(prepared)
-        if self.model.rationality.backbone is None:
-            # a rationality head on the technical branch's features (the v3 default, fast): its
-            # input is never read, so its view (a resize of every image) is not made; a placeholder
-            # keeps the batch size (the fast model: ~12 % of its time)
-            x_r = x_t.new_zeros(x_t.shape[0], 3, 1, 1)
-        else:
-            x_r = self.preprocessor.rationality(prepared)
-        out = self._forward(x_t, x_r)
+        out = self._forward(*self.model_inputs(images))
         return {"technical": out.technical.float(), "rationality": out.rationality.float(),
                 "naturalness": out.naturalness.float()}
 
