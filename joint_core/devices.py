@@ -92,8 +92,8 @@ def plan_cpu(device: Any = "cpu", gflops: Optional[float] = None, workers: Optio
       model the cores they leave; below four cores no decoder: each batch is decoded in this
       process between batches, by one thread per core (:func:`~joint_core.preprocess.loader.iter_batches`),
       and every core goes to the model. On 2 cores that measured best (``benchmarks/cpu_plan.py``:
-      the fast model and a v1-class model about 90 % of the in-memory rate, against 80 % when one
-      thread decoded and 56-70 % with a decoding process).
+      the fast model and a v1-class model about 90 % of the in-memory rate, against 72-86 % when one
+      thread decoded and 56-76 % with a decoding process).
     """
     cores = available_cores()
     if torch.device(device).type != "cpu":

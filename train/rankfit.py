@@ -103,7 +103,6 @@ def fit_linear(x: np.ndarray, pairs: PairSet, l2: float, steps: int = 200, init:
     return w.detach().numpy()
 
 
-
 def fit_classifier(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200) -> Tuple[np.ndarray, float]:
     """``(w, b)`` of an L2-regularised logistic regression of the 0/1 labels ``y`` on ``x`` (rows
     standardised by the caller), the two classes weighing the same whatever their sizes (L-BFGS,
@@ -129,6 +128,7 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200) ->
     opt.step(closure)
     w = wb.detach().numpy()
     return w[:-1], float(w[-1])
+
 
 def to_scale(s: np.ndarray, y: np.ndarray, sets: Sequence[str]) -> Tuple[float, float]:
     """``(a, c)`` with ``a * s + c`` closest to the ratings ``y`` (NaN: unrated, ignored) in least

@@ -1,12 +1,15 @@
-"""Samples -> decoded images, in DataLoader worker processes, in input order, with bounded prefetch.
+"""Samples -> decoded images, in worker processes or on this process's cores, in input order,
+with bounded prefetch.
 
 A :class:`Sample` is a light reference to one image - a file path, the bytes of a Parquet cell,
 a member of a tar file, or an in-memory image - and its ``key`` (the id written to score files).
 Sources (:mod:`joint_core.stream.sources`) yield samples lazily; :func:`iter_batches` turns them
-into batches of :class:`~joint_core.preprocess.images.ImageItem` through a torch ``DataLoader``:
-the main process only hands out references, the workers open and decode the files with the
-project's one per-image loader (:func:`~joint_core.preprocess.images.load_one`), so an unreadable
-file is a named per-item error and never loses the batch.
+into batches of :class:`~joint_core.preprocess.images.ImageItem`, either through a torch
+``DataLoader`` whose worker processes open and decode the files (the main process only hands out
+references), or, with no worker, in this process, each batch on a pool of threads between
+batches. Either way the project's one per-image loader
+(:func:`~joint_core.preprocess.images.load_one`) does the work, so an unreadable file is a named
+per-item error and never loses the batch.
 
 Memory does not grow with the number of images: at most ``num_workers * prefetch`` batches are in
 flight, and batches come back in input order whatever the worker count.
