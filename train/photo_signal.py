@@ -11,8 +11,9 @@ rationality fit as the shipped v3), nothing on the test parts:
    RAISE's generations (0); ``S`` is its probability. Also one trained on RAISE alone and one on
    CLIVE against AGIQA-3K alone (the latter never sees RAISE: does "photo" transfer to RAISE?).
 2. The shipped fusion ``N = f(T, R)`` (fitted on the training rows) and ``f(T, R, S)``.
-3. Cross-fitting: ``R`` and ``S`` out of fold (5 folds of the training images, each degraded copy
-   with its source), so that the fusion learns from scores the heads did not fit; ``f(T, R)`` and
+3. Cross-fitting: ``R`` and ``S`` out of fold (5 folds of the training images, an AGIQA-3K prompt's
+   images in one fold, each degraded copy with its source), so that the fusion learns from scores
+   the heads did not fit; ``f(T, R)`` and
    ``f(T, R, S)`` fitted on those, applied to the full heads.
 4. ``N + c * S`` for fixed ``c``: what choosing ``c`` on validation would give.
 
@@ -63,6 +64,7 @@ def main() -> None:
     add_data_arguments(ap)
     ap.add_argument("--base", default="joint_core/weights/default", help="the model whose CLIP features are cached")
     ap.add_argument("--work", required=True, help="train.ranked_default's work folder (features are cached there)")
+    ap.add_argument("--l2", type=float, default=L2, help=f"the rationality head's L2 strength (the build's: {L2})")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -89,7 +91,7 @@ def main() -> None:
     rated = np.isin(ds, ["raise", "agiqa3k"]) & orig
 
     def rationality(fit_pairs: PairSet, fit_rows: np.ndarray) -> np.ndarray:
-        w = fit_linear(z, fit_pairs, L2)
+        w = fit_linear(z, fit_pairs, args.l2)
         a, c = to_scale(z @ w, np.where(rated & np.isin(np.arange(len(rows)), fit_rows), label, np.nan), ds)
         return a * (z @ w) + c
 
@@ -103,7 +105,10 @@ def main() -> None:
     # out-of-fold heads on the training rows (validation and test rows keep the full heads' scores)
     fold = np.full(len(rows), -1)
     train_orig = np.flatnonzero((part == "train") & orig)
-    fold[train_orig] = np.random.default_rng(0).permutation(len(train_orig)) % FOLDS
+    # whole content groups (an AGIQA-3K prompt's images) to one fold; every other image alone
+    keys = [f"group:{groups[k]}" if groups[k] is not None else f"image:{k}" for k in train_orig]
+    names, of = np.unique(keys, return_inverse=True)
+    fold[train_orig] = (np.random.default_rng(0).permutation(len(names)) % FOLDS)[of]
     fold[copies] = fold[sources]
     r_oof, s_oof = r_full.copy(), {k: v.copy() for k, v in s_full.items()}
     for f in range(FOLDS):
