@@ -43,8 +43,10 @@ def setup(tmp_path_factory):
 
 def _assert_close(a, b, path="", rel=1e-4):
     """Same structure, same values; floats within ``rel``. A rerun in the same process refits the
-    bootstrap's 4-parameter logistic curves on 6-10 image resamples, which CI saw come out
-    different beyond 9 significant digits after other tests had run (never when run alone)."""
+    bootstrap's 4-parameter logistic curves on 6-10 image resamples from inputs that can differ
+    in the last bit (seen after other tests had run, never alone). Before the fit's prior
+    (train.metrics.FIT_PRIOR) such a bit moved a CI bound by up to 0.06 (0.189 vs 0.253); with it
+    +-2 ulp on every score moves these results by under 1e-6 relative."""
     if isinstance(a, dict) and isinstance(b, dict):
         assert a.keys() == b.keys(), path
         for k in a:
@@ -60,9 +62,8 @@ def _assert_close(a, b, path="", rel=1e-4):
 
 
 def _rounded(obj):
-    """Floats to 9 significant digits. The bootstrap's logistic fits on 6-image resamples can come
-    out different in the last bit or two in one process, e.g. after test_stream's worker pools
-    (seen: plcc_ci 0.9323091397107964 vs ...963); the numbers themselves must not change."""
+    """Floats to 9 significant digits: JSON round-trips keep all bits, the comparison in
+    ``_assert_close`` decides what counts as the same."""
     if isinstance(obj, dict):
         return {k: _rounded(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -23,6 +23,8 @@ from .labels import AXIS_OF_LABEL
 
 _BOOTSTRAP_METRICS = ("srcc", "plcc", "plcc_raw", "krcc", "rmse")
 _MIN_N = 3
+#: weight of the logistic fit's weak prior on its standardised parameters (see ``_fit``)
+FIT_PRIOR = 0.01
 
 
 def _array(x: Any, argument: str) -> np.ndarray:
@@ -126,51 +128,75 @@ def _fit(x: np.ndarray, y: np.ndarray, extra_p0: Optional[Sequence[float]] = Non
     linear = _linear_params(x, y)
     if _degenerate(x, y, n_min=4):
         return linear
-    from scipy.optimize import curve_fit
+    from scipy.optimize import least_squares
 
-    def f(xx: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-        return _logistic(xx, (b1, b2, b3, b4))
+    # The solver works on standardised parameters q = (a1, a2, t, v): b1 = mean(y) + std(y) a1,
+    # b2 = mean(y) + std(y) a2, b3 = mean(x) + std(x) t, |b4| = std(x) exp(v), with four extra
+    # residuals sqrt(FIT_PRIOR) std(y) q, a weak Gaussian prior. Without it the squared error of a
+    # few points has flat valleys - a step between two neighbouring predictions (width -> 0, flat
+    # in b3 across the gap), a plateau running off to fit one isolated point, a midpoint far
+    # outside the data - where the solver stops wherever the last bit of the input sends it:
+    # bootstrap resamples of 10 images gave PLCC 0.54 vs 0.36 for the same pairs, and CI saw
+    # crosseval's intervals change between two runs of one model. With a hundred pairs or more the
+    # prior moves the fitted PLCC by less than 1e-6.
+    mx, sx = float(np.mean(x)), float(np.std(x))
+    my, sy = float(np.mean(y)), float(np.std(y))
+    c = math.sqrt(FIT_PRIOR) * sy
 
-    def jac(xx: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-        # analytic derivatives (several times fewer evaluations than finite differences);
-        # s = sigmoid((x - b3) / |b4|) is logistic4 with b1 = 1, b2 = 0
-        s = _logistic(xx, (1.0, 0.0, b3, b4))
+    def params(q: np.ndarray) -> Tuple[float, float, float, float]:
+        return (my + sy * float(q[0]), my + sy * float(q[1]), mx + sx * float(q[2]),
+                sx * math.exp(min(float(q[3]), 700.0)))
+
+    def residuals(q: np.ndarray) -> np.ndarray:
+        return np.concatenate([_logistic(x, params(q)) - y, c * np.asarray(q, dtype=np.float64)])
+
+    def jac(q: np.ndarray) -> np.ndarray:
+        b1, b2, b3, b4 = params(q)
+        s = _logistic(x, (1.0, 0.0, b3, b4))   # sigmoid((x - b3) / b4)
         with np.errstate(all="ignore"):
             ds = (b1 - b2) * s * (1.0 - s)
-            z = (xx - b3) / abs(b4)
-            return np.stack([s, 1.0 - s, -ds / abs(b4), -ds * z / b4], axis=1)
+            z = (x - b3) / b4
+            data = np.stack([sy * s, sy * (1.0 - s), -ds * (sx / b4), -ds * z], axis=1)
+        return np.concatenate([data, c * np.eye(4)])
 
-    sx = float(np.std(x)) or 1.0
-    guesses = [[float(np.max(y)), float(np.min(y)), float(np.mean(x)), sx],
-               [float(np.min(y)), float(np.max(y)), float(np.mean(x)), sx]]   # decreasing relation
+    def to_q(b1: float, b2: float, b3: float, b4: float) -> List[float]:
+        return [(b1 - my) / sy, (b2 - my) / sy, (b3 - mx) / sx, math.log(max(abs(b4), 1e-300) / sx)]
+
+    guesses = [to_q(float(np.max(y)), float(np.min(y)), mx, sx),
+               to_q(float(np.min(y)), float(np.max(y)), mx, sx)]   # decreasing relation
     if extra_p0 is not None and all(math.isfinite(v) for v in extra_p0):
-        guesses = [list(extra_p0)]   # bootstrap resamples: warm start from the full-sample fit only
+        guesses = [to_q(*map(float, extra_p0))]   # bootstrap resamples: warm start from the full fit
     best, best_sse = linear, _sse(x, y, linear)
-    for p0 in guesses:
+    for q0 in guesses:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                popt, _ = curve_fit(f, x, y, p0=p0, jac=jac, maxfev=maxfev)
+                q = least_squares(residuals, q0, jac=jac, method="lm", max_nfev=maxfev,
+                                  ftol=1e-12, xtol=1e-12, gtol=1e-12).x
         except (RuntimeError, ValueError, FloatingPointError, OverflowError, np.linalg.LinAlgError):
             continue
-        popt = [float(v) for v in popt]
+        popt = params(q)
         if not all(math.isfinite(v) for v in popt) or popt[3] == 0:
             continue
         sse = _sse(x, y, popt)
         if sse < best_sse:
-            best, best_sse = (popt[0], popt[1], popt[2], abs(popt[3])), sse
+            best, best_sse = popt, sse
     return best
 
 
 def fit_logistic(pred: Any, mos: Any) -> Tuple[float, float, float, float]:
     """Fit ``mos ~ (b1 - b2) * sigmoid((pred - b3) / |b4|) + b2`` (joint_core's ``logistic4``).
 
-    ``scipy.optimize.curve_fit`` (maxfev 20000) from ``[max(mos), min(mos), mean(pred),
-    std(pred) or 1]`` and from the mirrored guess for a decreasing relation; the fit with the
-    smaller squared error wins. Never raises: with fewer than 4 pairs, a constant input, a failed
-    fit, or a fit worse than a straight line, it returns the least-squares line written in the
-    same parametrisation (a huge ``|b4|``), or the constant ``mean(mos)`` for a constant ``pred``;
-    all NaN without pairs.
+    Levenberg-Marquardt (``scipy.optimize.least_squares``, at most 20000 evaluations) from
+    ``[max(mos), min(mos), mean(pred), std(pred)]`` and from the mirrored guess for a decreasing
+    relation; the fit with the smaller squared error wins. The parameters carry a weak Gaussian
+    prior (weight ``FIT_PRIOR`` on ``(b1 - mean(mos)) / std(mos)``, ``(b2 - mean(mos)) / std(mos)``,
+    ``(b3 - mean(pred)) / std(pred)`` and ``log(|b4| / std(pred))``, in units of ``std(mos)``): on
+    a handful of pairs it keeps the fit off flat valleys where the result would follow the last
+    bit of the input; with a hundred pairs or more it changes the fitted PLCC by under 1e-6. Never
+    raises: with fewer than 4 pairs, a constant input, a failed fit, or a fit worse than a straight
+    line, it returns the least-squares line written in the same parametrisation (a huge ``|b4|``),
+    or the constant ``mean(mos)`` for a constant ``pred``; all NaN without pairs.
     """
     p, m, _ = _clean(pred, mos)
     return _fit(p, m)
