@@ -45,7 +45,8 @@ from joint_core.weights_io import WEIGHTS_NAME, load_model, save_model
 from .importers import load_imagenet_weights
 from .probe import ridge_loo, set_linear_head
 from .metrics import within_groups
-from .ranked_default import DEGRADATIONS, add_data_arguments, degrade, prepared_data, rating, rows_and_features
+from .ranked_default import (DEGRADATIONS, add_data_arguments, degrade, head_scores, prepared_data, rating,
+                             rows_and_features)
 
 AXES = ("technical", "rationality")
 
@@ -71,10 +72,7 @@ def student_config(teacher: JointConfig, backbone: str, size: int) -> JointConfi
 @torch.no_grad()
 def teacher_scores(teacher: JointModel, x: np.ndarray) -> np.ndarray:
     """``[N, 2]`` technical and rationality scores from the teacher's technical head input."""
-    f = torch.as_tensor(x, dtype=torch.float32)
-    t = teacher.technical.head(teacher.technical.head_norm(f)).squeeze(-1)
-    r = teacher.rationality.head(teacher.rationality.head_norm(f)).squeeze(-1)
-    return torch.stack([t, r], 1).double().numpy()
+    return np.stack([head_scores(teacher.technical, x), head_scores(teacher.rationality, x)], 1)
 
 
 def student_inputs(rows: List[Dict], data_cache, pre: Preprocessor, batch: int = 32) -> torch.Tensor:

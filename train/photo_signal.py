@@ -38,7 +38,7 @@ from joint_core.weights_io import load_model
 
 from .metrics import roc_auc, srcc, within_groups
 from .rankfit import PairSet, fit_classifier, fit_linear, standardize, to_scale
-from .ranked_default import L2, add_data_arguments, rows_and_features, training_pairs
+from .ranked_default import L2, add_data_arguments, fit_fusion, head_scores, rows_and_features, training_pairs
 
 FOLDS = 5
 CLASSIFIER_L2 = 1e-2
@@ -74,8 +74,7 @@ def main() -> None:
     part = np.array([r["part"] for r in rows])
     orig = np.array([r["kind"] == "orig" for r in rows])
     train_rows = np.flatnonzero(part == "train")
-    with torch.no_grad():
-        t_score = base.technical.head(base.technical.head_norm(torch.as_tensor(x))).squeeze(-1).double().numpy()
+    t_score = head_scores(base.technical, x)
     mean, std = standardize(x, train_rows)
     z = ((x - mean) / std).astype(np.float32)
     del x
@@ -121,9 +120,7 @@ def main() -> None:
         print(f"fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
 
     def fusion(fit_cols: List[np.ndarray], use_cols: List[np.ndarray]) -> np.ndarray:
-        f_fit = np.stack(fit_cols, 1)
-        m, s = standardize(f_fit, train_rows)
-        w = fit_linear((f_fit - m) / s, pairs, 1e-4)
+        m, s, w = fit_fusion(np.stack(fit_cols, 1), pairs, train_rows)
         return ((np.stack(use_cols, 1) - m) / s) @ w
 
     def measure(n: np.ndarray) -> Dict[str, float]:

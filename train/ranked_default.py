@@ -53,6 +53,7 @@ L2 = 3e-2
 SET_WEIGHTS = {"raise": 1.0, "agiqa3k": 1.0, "clive": 0.25}
 DEGRADED_WEIGHT, BROKEN_WEIGHT = 1.0, 0.5
 MAX_PAIRS = 40000
+FUSION_L2 = 1e-4
 
 
 def degrade(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
@@ -123,6 +124,22 @@ def rating(row: Dict) -> float:
     return np.nan if value is None else value
 
 
+def head_scores(branch, x: np.ndarray) -> np.ndarray:
+    """A branch's head on cached head inputs ``x`` (``[N, d]``, float32) -> ``[N]`` float64 scores."""
+    with torch.no_grad():
+        f = torch.as_tensor(x, dtype=torch.float32)
+        return branch.head(branch.head_norm(f)).squeeze(-1).double().numpy()
+
+
+def fit_fusion(columns: np.ndarray, pairs: PairSet, train_rows: np.ndarray
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fusion of score ``columns`` (``[N, k]``): ``(mean, std, w)`` with
+    ``((columns - mean) / std) @ w`` ranking like the pairs (fidelity, standardised on the
+    training rows)."""
+    mean, std = standardize(columns, train_rows)
+    return mean, std, fit_linear((columns - mean) / std, pairs, FUSION_L2)
+
+
 def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray, np.ndarray]:
     """The pairs every fit learns from, each row's rating (:func:`rating`) and data set name."""
     ds = np.array([r["dataset"] for r in rows])
@@ -155,11 +172,8 @@ def build(args) -> JointModel:
     a, c = to_scale(z @ w, rated, ds)
     r_score = a * (z @ w) + c
     # technical scores of the base model from the same features
-    with torch.no_grad():
-        t_score = base.technical.head(base.technical.head_norm(torch.as_tensor(x))).squeeze(-1).double().numpy()
-    tr = np.stack([t_score, r_score], 1)
-    m2, s2 = standardize(tr, train_rows)
-    wf = fit_linear((tr - m2) / s2, pairs, 1e-4)
+    tr = np.stack([head_scores(base.technical, x), r_score], 1)
+    m2, s2, wf = fit_fusion(tr, pairs, train_rows)
     overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & np.array([r["kind"] == "orig" for r in rows]), label, np.nan)
     af, cf = to_scale(((tr - m2) / s2) @ wf, overall, ds)
     w_t, w_r = af * wf / s2
