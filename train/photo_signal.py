@@ -8,7 +8,8 @@ rationality fit as the shipped v3), nothing on the test parts:
 
 1. A photo classifier ``S``: L2 logistic regression (classes weighed equally) on the standardised
    features of the training originals, CLIVE and RAISE's real photographs (1) against AGIQA-3K and
-   RAISE's generations (0); ``S`` is its probability. Also one trained on RAISE alone and one on
+   RAISE's generations (0); ``S`` is its probability, ``logit S`` its logit (linear in the
+   features, like the rationality head). Also one trained on RAISE alone and one on
    CLIVE against AGIQA-3K alone (the latter never sees RAISE: does "photo" transfer to RAISE?).
 2. The shipped fusion ``N = f(T, R)`` (fitted on the training rows) and ``f(T, R, S)``.
 3. Cross-fitting: ``R`` and ``S`` out of fold (5 folds of the training images, an AGIQA-3K prompt's
@@ -94,12 +95,15 @@ def main() -> None:
         a, c = to_scale(z @ w, np.where(rated & np.isin(np.arange(len(rows)), fit_rows), label, np.nan), ds)
         return a * (z @ w) + c
 
-    def photo_prob(fit_rows: np.ndarray) -> np.ndarray:
+    def photo_logit(fit_rows: np.ndarray) -> np.ndarray:
         w, b = fit_classifier(z[fit_rows], photo[fit_rows], CLASSIFIER_L2)
-        return 1.0 / (1.0 + np.exp(-(z @ w + b)))
+        return z @ w + b
+
+    def prob(logit: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-logit))
 
     r_full = rationality(pairs, train_rows)
-    s_full = {name: photo_prob(pick(train_photo)) for name, pick in classifiers.items()}
+    s_full = {name: photo_logit(pick(train_photo)) for name, pick in classifiers.items()}   # logits
 
     # out-of-fold heads on the training rows (validation and test rows keep the full heads' scores)
     fold = np.full(len(rows), -1)
@@ -116,7 +120,7 @@ def main() -> None:
         r_oof[held] = rationality(PairSet(pairs.i[keep], pairs.j[keep], pairs.p[keep], pairs.weight[keep]),
                                   np.flatnonzero((part == "train") & ~held))[held]
         for name, pick in classifiers.items():
-            s_oof[name][held] = photo_prob(pick(train_photo[fold[train_photo] != f]))[held]
+            s_oof[name][held] = photo_logit(pick(train_photo[fold[train_photo] != f]))[held]
         print(f"fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
 
     def fusion(fit_cols: List[np.ndarray], use_cols: List[np.ndarray]) -> np.ndarray:
@@ -142,15 +146,20 @@ def main() -> None:
     for name, s in s_full.items():
         m = (ds == "raise") & (part == "val") & orig
         print(f"photo classifier ({name}): RAISE validation real-vs-generated AUC {roc_auc(s[m], photo[m] > 0.5):.3f}")
-        table[f"f(T, R, S), S on {name}"] = measure(fusion([t_score, r_full, s], [t_score, r_full, s]))
+        table[f"f(T, R, S), S on {name}"] = measure(fusion([t_score, r_full, prob(s)], [t_score, r_full, prob(s)]))
     table["cross-fitted f(T, R)"] = measure(fusion([t_score, r_oof], [t_score, r_full]))
     for name in s_full:
         table[f"cross-fitted f(T, R, S), S on {name}"] = measure(
+            fusion([t_score, r_oof, prob(s_oof[name])], [t_score, r_full, prob(s_full[name])]))
+    # the logit instead of the probability: linear in the features like R, so R + c * logit is
+    # again a linear head and ships without a third fusion input
+    for name in ("all four kinds", "RAISE only"):
+        table[f"cross-fitted f(T, R, logit S), S on {name}"] = measure(
             fusion([t_score, r_oof, s_oof[name]], [t_score, r_full, s_full[name]]))
     overall = np.where(np.isin(ds, ["raise", "agiqa3k", "clive"]) & orig & (part == "train"), label, np.nan)
     a, c = to_scale(shipped, overall, ds)
     for k in FIXED_C:
-        table[f"shipped N + {k} S (S on all four kinds)"] = measure(a * shipped + c + k * s_full["all four kinds"])
+        table[f"shipped N + {k} S (S on all four kinds)"] = measure(a * shipped + c + k * prob(s_full["all four kinds"]))
     m = (ds == "raise") & (part == "train") & orig
     print(f"rationality head on RAISE's training images: SRCC {srcc(r_full[m], label[m]):.3f} fitted on them, "
           f"{srcc(r_oof[m], label[m]):.3f} out of fold")
