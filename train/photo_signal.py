@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Dict, List
 
@@ -39,25 +38,11 @@ from joint_core.weights_io import load_model
 
 from .metrics import roc_auc, srcc, within_groups
 from .rankfit import PairSet, fit_classifier, fit_linear, standardize, to_scale
-from .ranked_default import L2, add_data_arguments, fit_fusion, head_scores, rows_and_features, training_pairs
+from .ranked_default import (FOLDS, L2, PHOTO_L2, add_data_arguments, cross_fit_folds, fit_fusion, head_scores,
+                             is_photo, rows_and_features, training_pairs)
 
-FOLDS = 5
-CLASSIFIER_L2 = 1e-2
+CLASSIFIER_L2 = PHOTO_L2
 FIXED_C = (0.2, 0.5, 0.8)
-
-
-def is_photo(rows: List[Dict]) -> np.ndarray:
-    """1 for a photograph (CLIVE, RAISE's ``r*`` files), 0 for a generation (AGIQA-3K, RAISE's
-    ``f*`` files), NaN for copies, broken frames and anything else."""
-    out = np.full(len(rows), np.nan)
-    for k, r in enumerate(rows):
-        if r["kind"] != "orig":
-            continue
-        if r["dataset"] == "raise":
-            out[k] = float(os.path.basename(r["key"]).startswith("r"))
-        elif r["dataset"] in ("clive", "agiqa3k"):
-            out[k] = float(r["dataset"] == "clive")
-    return out
 
 
 def main() -> None:
@@ -106,13 +91,7 @@ def main() -> None:
     s_full = {name: photo_logit(pick(train_photo)) for name, pick in classifiers.items()}   # logits
 
     # out-of-fold heads on the training rows (validation and test rows keep the full heads' scores)
-    fold = np.full(len(rows), -1)
-    train_orig = np.flatnonzero((part == "train") & orig)
-    # whole content groups (an AGIQA-3K prompt's images) to one fold; every other image alone
-    keys = [f"group:{groups[k]}" if groups[k] is not None else f"image:{k}" for k in train_orig]
-    names, of = np.unique(keys, return_inverse=True)
-    fold[train_orig] = (np.random.default_rng(0).permutation(len(names)) % FOLDS)[of]
-    fold[copies] = fold[sources]
+    fold = cross_fit_folds(rows)
     r_oof, s_oof = r_full.copy(), {k: v.copy() for k, v in s_full.items()}
     for f in range(FOLDS):
         keep = (fold[pairs.i] != f) & (fold[pairs.j] != f)
@@ -158,8 +137,9 @@ def main() -> None:
             fusion([t_score, r_oof, s_oof[name]], [t_score, r_full, s_full[name]]))
     overall = np.where(np.isin(ds, ["raise", "agiqa3k", "clive"]) & orig & (part == "train"), label, np.nan)
     a, c = to_scale(shipped, overall, ds)
+    s_all = prob(s_full["all four kinds"])
     for k in FIXED_C:
-        table[f"shipped N + {k} S (S on all four kinds)"] = measure(a * shipped + c + k * prob(s_full["all four kinds"]))
+        table[f"shipped N + {k} S (S on all four kinds)"] = measure(a * shipped + c + k * s_all)
     m = (ds == "raise") & (part == "train") & orig
     print(f"rationality head on RAISE's training images: SRCC {srcc(r_full[m], label[m]):.3f} fitted on them, "
           f"{srcc(r_oof[m], label[m]):.3f} out of fold")

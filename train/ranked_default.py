@@ -20,6 +20,14 @@ What it does, on frozen features (every step seeded, the fits deterministic):
    onto the 1-5 scale by least squares.
 5. The fusion ``N = w_T T + w_R R + b`` is fitted the same way on the same pairs, and the model
    ranks by naturalness (``config.ranking``).
+6. ``--photo-signal`` (the candidate for the next default, not what v3 ships): an L2 logistic
+   regression of RAISE's real photographs against its generations on the same features; its
+   logit ``S`` is linear in them like ``R``. ``R`` and ``S`` are also fitted out of fold (5 folds
+   of the training images, an AGIQA-3K prompt's images together, a copy with its source), the
+   fusion of ``(T, R, S)`` is fitted on those out-of-fold scores, and ``R + k S`` with the fused
+   ratio ``k`` becomes the rationality head, so the model needs no third input. Every 1-5 scale is
+   fitted on the training rows. Validation: docs/default-model.md, "A photograph-vs-generation
+   signal".
 
 The exploration that chose these settings (validation parts only) is in docs/default-model.md.
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -44,7 +53,7 @@ from joint_core.weights_io import load_model, save_model
 from .data import prepare_data
 from .degrade import gaussian_blur
 from .probe import set_linear_head
-from .rankfit import PairSet, fit_linear, ordered_pairs, rated_pairs, standardize, to_scale
+from .rankfit import PairSet, fit_classifier, fit_linear, ordered_pairs, rated_pairs, standardize, to_scale
 from .recipe import load_recipe
 
 DEGRADATIONS = ("blur2", "noise25", "jpeg80", "jpeg20")
@@ -54,6 +63,8 @@ SET_WEIGHTS = {"raise": 1.0, "agiqa3k": 1.0, "clive": 0.25}
 DEGRADED_WEIGHT, BROKEN_WEIGHT = 1.0, 0.5
 MAX_PAIRS = 40000
 FUSION_L2 = 1e-4
+FOLDS = 5            # cross-fitting folds (``--photo-signal``)
+PHOTO_L2 = 1e-2      # the photo classifier's L2 strength
 
 
 def degrade(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
@@ -140,6 +151,62 @@ def fit_fusion(columns: np.ndarray, pairs: PairSet, train_rows: np.ndarray
     return mean, std, fit_linear((columns - mean) / std, pairs, FUSION_L2)
 
 
+def is_photo(rows: List[Dict]) -> np.ndarray:
+    """1 for a photograph (CLIVE, RAISE's ``r*`` files), 0 for a generation (AGIQA-3K, RAISE's
+    ``f*`` files), NaN for copies, broken frames and anything else."""
+    out = np.full(len(rows), np.nan)
+    for k, r in enumerate(rows):
+        if r["kind"] != "orig":
+            continue
+        if r["dataset"] == "raise":
+            out[k] = float(os.path.basename(r["key"]).startswith("r"))
+        elif r["dataset"] in ("clive", "agiqa3k"):
+            out[k] = float(r["dataset"] == "clive")
+    return out
+
+
+def cross_fit_folds(rows: List[Dict], folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """The fold (0..folds-1) of every training row, -1 for the others: an AGIQA-3K prompt's images
+    share a fold (whole content groups), every other image is alone, each degraded copy goes with
+    its source."""
+    fold = np.full(len(rows), -1)
+    train_orig = [k for k, r in enumerate(rows) if r["part"] == "train" and r["kind"] == "orig"]
+    keys = [f"group:{rows[k]['group']}" if rows[k]["group"] is not None else f"image:{k}" for k in train_orig]
+    names, of = np.unique(keys, return_inverse=True)
+    fold[train_orig] = (np.random.default_rng(seed).permutation(len(names)) % folds)[of]
+    index = {r["key"]: k for k, r in enumerate(rows)}
+    for k, r in enumerate(rows):
+        if r["kind"] != "orig":
+            fold[k] = fold[index[r["source"]]]
+    return fold
+
+
+def fold_photo_signal(t: np.ndarray, r: np.ndarray, s: np.ndarray, fit_cols: np.ndarray, pairs: PairSet,
+                      train_rows: np.ndarray, rated: np.ndarray, overall: np.ndarray, ds: np.ndarray
+                      ) -> Tuple[float, float, float, float, float]:
+    """Fold a photo logit ``s`` into the rationality score ``r``: returns ``(k, alpha, gamma, w_t,
+    w_r, bias)``.
+
+    The fusion of ``(T, R, logit S)`` is fitted on ``fit_cols`` (``[N, 3]``, out-of-fold R and S on
+    the training rows) like :func:`fit_fusion`; with ``R* = r + k s`` and the rationality output
+    ``alpha R* + gamma`` (least squares onto the ``rated`` ratings), naturalness
+    ``w_t T + w_r (alpha R* + gamma) + bias`` ranks exactly as the fitted fusion and is mapped onto
+    the ``overall`` ratings. Both ``r`` and ``s`` linear in the same features means ``R*`` is one
+    linear head."""
+    m, sd, wf = fit_fusion(fit_cols, pairs, train_rows)
+    if wf[1] <= 0:
+        raise ValueError(f"the fusion gives the rationality score a weight of {wf[1]:.3g}: nothing to fold into")
+    k = float((wf[2] / sd[2]) / (wf[1] / sd[1]))
+    r_star = r + k * s
+    alpha, gamma = to_scale(r_star, rated, ds)
+    raw = (wf[0] / sd[0]) * t + (wf[1] / sd[1]) * r_star - float(wf @ (m / sd))
+    af, cf = to_scale(raw, overall, ds)
+    w_t = af * wf[0] / sd[0]
+    w_r = af * (wf[1] / sd[1]) / alpha
+    bias = cf - af * float(wf @ (m / sd)) - w_r * gamma
+    return k, alpha, gamma, float(w_t), float(w_r), float(bias)
+
+
 def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray, np.ndarray]:
     """The pairs every fit learns from, each row's rating (:func:`rating`) and data set name."""
     ds = np.array([r["dataset"] for r in rows])
@@ -160,6 +227,40 @@ def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray
     return PairSet.concat(parts), label, ds
 
 
+def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pairs: PairSet, label: np.ndarray,
+                      ds: np.ndarray, rated: np.ndarray, overall: np.ndarray
+                      ) -> Tuple[np.ndarray, float, Tuple[float, float, float]]:
+    """``--photo-signal``: the rationality head with a photo classifier's logit folded in, and the
+    fusion ``(w_t, w_r, bias)``, cross-fitted (see the module docstring). Returns the head's
+    weights on the standardised features ``z`` and its bias."""
+    part = np.array([r["part"] for r in rows])
+    train = part == "train"
+    photo = is_photo(rows)
+    photo_rows = np.flatnonzero(train & (ds == "raise") & ~np.isnan(photo))
+    fold = cross_fit_folds(rows)
+
+    def heads(keep_pairs: np.ndarray, fit_rows: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray, float]:
+        w = fit_linear(z, PairSet(pairs.i[keep_pairs], pairs.j[keep_pairs], pairs.p[keep_pairs],
+                                  pairs.weight[keep_pairs]), L2)
+        a, c = to_scale(z @ w, np.where(fit_rows, rated, np.nan), ds)
+        p = photo_rows[fit_rows[photo_rows]]
+        v, b = fit_classifier(z[p], photo[p], PHOTO_L2)
+        return a * w, c, v, b
+
+    w, c, v, b = heads(np.ones(len(pairs.i), bool), train)
+    r_oof, s_oof = z @ w + c, z @ v + b
+    for f in range(FOLDS):
+        held = fold == f
+        wf_, cf_, vf_, bf_ = heads((fold[pairs.i] != f) & (fold[pairs.j] != f), train & ~held)
+        r_oof[held], s_oof[held] = (z[held] @ wf_ + cf_), (z[held] @ vf_ + bf_)
+        print(f"cross-fitting: fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
+    k, alpha, gamma, w_t, w_r, bias = fold_photo_signal(
+        t_score, z @ w + c, z @ v + b, np.stack([t_score, r_oof, s_oof], 1), pairs, np.flatnonzero(train),
+        np.where(train, rated, np.nan), np.where(train, overall, np.nan), ds)
+    print(f"photo logit folded into rationality with weight {k:.4g}")
+    return alpha * (w + k * v), alpha * (c + k * b) + gamma, (w_t, w_r, bias)
+
+
 def build(args) -> JointModel:
     base = load_model(args.base).eval()
     rows, x = rows_and_features(args, base)
@@ -168,16 +269,23 @@ def build(args) -> JointModel:
     mean, std = standardize(x, train_rows)
     z = (x - mean) / std
     w = fit_linear(z, pairs, L2)
-    rated = np.where(np.isin(ds, ["raise", "agiqa3k"]) & np.array([r["kind"] == "orig" for r in rows]), label, np.nan)
-    a, c = to_scale(z @ w, rated, ds)
-    r_score = a * (z @ w) + c
-    # technical scores of the base model from the same features
-    tr = np.stack([head_scores(base.technical, x), r_score], 1)
-    m2, s2, wf = fit_fusion(tr, pairs, train_rows)
-    overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & np.array([r["kind"] == "orig" for r in rows]), label, np.nan)
-    af, cf = to_scale(((tr - m2) / s2) @ wf, overall, ds)
-    w_t, w_r = af * wf / s2
-    bias = cf - af * float(wf @ (m2 / s2))
+    orig = np.array([r["kind"] == "orig" for r in rows])
+    rated = np.where(np.isin(ds, ["raise", "agiqa3k"]) & orig, label, np.nan)
+    overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & orig, label, np.nan)
+    t_score = head_scores(base.technical, x)   # technical scores of the base model from the same features
+    if getattr(args, "photo_signal", False):
+        w, c, (w_t, w_r, bias) = photo_folded_head(rows, z, t_score, pairs, label, ds, rated, overall)
+        a = 1.0
+    else:
+        # v3 as shipped: the 1-5 scales below were fitted on every rated row, the validation and
+        # test parts included (a positive affine map: no order changes); the --photo-signal build
+        # fits them on the training rows only
+        a, c = to_scale(z @ w, rated, ds)
+        tr = np.stack([t_score, a * (z @ w) + c], 1)
+        m2, s2, wf = fit_fusion(tr, pairs, train_rows)
+        af, cf = to_scale(((tr - m2) / s2) @ wf, overall, ds)
+        w_t, w_r = af * wf / s2
+        bias = cf - af * float(wf @ (m2 / s2))
 
     cfg = base.config
     cfg.rationality = BranchConfig(backbone="none", head_hidden=1, head_input="tokens", head_activation="none",
@@ -187,7 +295,9 @@ def build(args) -> JointModel:
     cfg.name = "joint-default-v3"
     cfg.description = ("joint's default model v3: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, broken "
                        "frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded copies "
-                       "and broken frames; naturalness ranked the same way")
+                       "and broken frames" + (" plus a photograph-vs-generation logit (RAISE), cross-fitted fusion"
+                                              if getattr(args, "photo_signal", False) else "")
+                       + "; naturalness ranked the same way")
     model = JointModel(cfg).eval()
     model.technical.load_state_dict(base.technical.state_dict())
     norm: Standardize = model.rationality.head_norm
@@ -203,6 +313,8 @@ def main() -> None:
     ap.add_argument("--base", default="joint_core/weights/default", help="the v2 model (its CLIP branch and head)")
     ap.add_argument("--work", required=True, help="folder for the image cache, features and splits")
     ap.add_argument("--out", required=True, help="where the model folder is written")
+    ap.add_argument("--photo-signal", action="store_true",
+                    help="fold a photograph-vs-generation logit into the rationality head (step 6)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build(args)
