@@ -227,8 +227,8 @@ def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray
     return PairSet.concat(parts), label, ds
 
 
-def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pairs: PairSet, label: np.ndarray,
-                      ds: np.ndarray, rated: np.ndarray, overall: np.ndarray
+def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pairs: PairSet, ds: np.ndarray,
+                      rated: np.ndarray, overall: np.ndarray
                       ) -> Tuple[np.ndarray, float, Tuple[float, float, float]]:
     """``--photo-signal``: the rationality head with a photo classifier's logit folded in, and the
     fusion ``(w_t, w_r, bias)``, cross-fitted (see the module docstring). Returns the head's
@@ -268,18 +268,18 @@ def build(args) -> JointModel:
     train_rows = np.flatnonzero(np.array([r["part"] for r in rows]) == "train")
     mean, std = standardize(x, train_rows)
     z = (x - mean) / std
-    w = fit_linear(z, pairs, L2)
     orig = np.array([r["kind"] == "orig" for r in rows])
     rated = np.where(np.isin(ds, ["raise", "agiqa3k"]) & orig, label, np.nan)
     overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & orig, label, np.nan)
     t_score = head_scores(base.technical, x)   # technical scores of the base model from the same features
     if getattr(args, "photo_signal", False):
-        w, c, (w_t, w_r, bias) = photo_folded_head(rows, z, t_score, pairs, label, ds, rated, overall)
+        w, c, (w_t, w_r, bias) = photo_folded_head(rows, z, t_score, pairs, ds, rated, overall)
         a = 1.0
     else:
         # v3 as shipped: the 1-5 scales below were fitted on every rated row, the validation and
         # test parts included (a positive affine map: no order changes); the --photo-signal build
         # fits them on the training rows only
+        w = fit_linear(z, pairs, L2)
         a, c = to_scale(z @ w, rated, ds)
         tr = np.stack([t_score, a * (z @ w) + c], 1)
         m2, s2, wf = fit_fusion(tr, pairs, train_rows)
