@@ -37,11 +37,10 @@ import torch
 from joint_core.weights_io import load_model
 
 from .metrics import roc_auc, srcc, within_groups
-from .rankfit import PairSet, fit_classifier, fit_linear, standardize, to_scale
+from .rankfit import PairSet, fit_classifier, standardize, to_scale
 from .ranked_default import (FOLDS, L2, PHOTO_L2, add_data_arguments, cross_fit_folds, fit_fusion, head_scores,
-                             is_photo, rows_and_features, training_pairs)
+                             is_photo, rationality_head, rows_and_features, training_pairs)
 
-CLASSIFIER_L2 = PHOTO_L2
 FIXED_C = (0.2, 0.5, 0.8)
 
 
@@ -73,15 +72,15 @@ def main() -> None:
     classifiers = {"all four kinds": lambda rs: rs,
                    "RAISE only": lambda rs: rs[ds[rs] == "raise"],
                    "CLIVE vs AGIQA-3K": lambda rs: rs[ds[rs] != "raise"]}
-    rated = np.isin(ds, ["raise", "agiqa3k"]) & orig
+    rated_label = np.where(np.isin(ds, ["raise", "agiqa3k"]) & orig, label, np.nan)
 
     def rationality(fit_pairs: PairSet, fit_rows: np.ndarray) -> np.ndarray:
-        w = fit_linear(z, fit_pairs, args.l2)
-        a, c = to_scale(z @ w, np.where(rated & np.isin(np.arange(len(rows)), fit_rows), label, np.nan), ds)
-        return a * (z @ w) + c
+        w, c = rationality_head(z, fit_pairs, np.isin(np.arange(len(rows)), fit_rows), rated_label, ds,
+                                args.l2)
+        return z @ w + c
 
     def photo_logit(fit_rows: np.ndarray) -> np.ndarray:
-        w, b = fit_classifier(z[fit_rows], photo[fit_rows], CLASSIFIER_L2)
+        w, b = fit_classifier(z[fit_rows], photo[fit_rows], PHOTO_L2)
         return z @ w + b
 
     def prob(logit: np.ndarray) -> np.ndarray:
@@ -96,8 +95,7 @@ def main() -> None:
     for f in range(FOLDS):
         keep = (fold[pairs.i] != f) & (fold[pairs.j] != f)
         held = fold == f
-        r_oof[held] = rationality(PairSet(pairs.i[keep], pairs.j[keep], pairs.p[keep], pairs.weight[keep]),
-                                  np.flatnonzero((part == "train") & ~held))[held]
+        r_oof[held] = rationality(pairs.subset(keep), np.flatnonzero((part == "train") & ~held))[held]
         for name, pick in classifiers.items():
             s_oof[name][held] = photo_logit(pick(train_photo[fold[train_photo] != f]))[held]
         print(f"fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)

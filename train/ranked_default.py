@@ -151,6 +151,16 @@ def fit_fusion(columns: np.ndarray, pairs: PairSet, train_rows: np.ndarray
     return mean, std, fit_linear((columns - mean) / std, pairs, FUSION_L2)
 
 
+def rationality_head(z: np.ndarray, pairs: PairSet, fit_rows: np.ndarray, rated: np.ndarray, ds: np.ndarray,
+                     l2: float = L2) -> Tuple[np.ndarray, float]:
+    """``(w, c)`` of the linear rationality head ``z @ w + c`` fitted on ``pairs`` (fidelity, L2
+    strength ``l2``) and put on the 1-5 scale by the ``rated`` ratings (NaN: unrated) of the
+    boolean mask ``fit_rows``."""
+    w = fit_linear(z, pairs, l2)
+    a, c = to_scale(z @ w, np.where(fit_rows, rated, np.nan), ds)
+    return a * w, c
+
+
 def is_photo(rows: List[Dict]) -> np.ndarray:
     """1 for a photograph (CLIVE, RAISE's ``r*`` files), 0 for a generation (AGIQA-3K, RAISE's
     ``f*`` files), NaN for copies, broken frames and anything else."""
@@ -240,22 +250,21 @@ def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pair
     fold = cross_fit_folds(rows)
 
     def heads(keep_pairs: np.ndarray, fit_rows: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray, float]:
-        w = fit_linear(z, PairSet(pairs.i[keep_pairs], pairs.j[keep_pairs], pairs.p[keep_pairs],
-                                  pairs.weight[keep_pairs]), L2)
-        a, c = to_scale(z @ w, np.where(fit_rows, rated, np.nan), ds)
+        w, c = rationality_head(z, pairs.subset(keep_pairs), fit_rows, rated, ds)
         p = photo_rows[fit_rows[photo_rows]]
         v, b = fit_classifier(z[p], photo[p], PHOTO_L2)
-        return a * w, c, v, b
+        return w, c, v, b
 
-    w, c, v, b = heads(np.ones(len(pairs.i), bool), train)
-    r_oof, s_oof = z @ w + c, z @ v + b
+    w, c, v, b = heads(np.ones(len(pairs), bool), train)
+    r_full, s_full = z @ w + c, z @ v + b
+    r_oof, s_oof = r_full.copy(), s_full.copy()
     for f in range(FOLDS):
         held = fold == f
         wf_, cf_, vf_, bf_ = heads((fold[pairs.i] != f) & (fold[pairs.j] != f), train & ~held)
         r_oof[held], s_oof[held] = (z[held] @ wf_ + cf_), (z[held] @ vf_ + bf_)
         print(f"cross-fitting: fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
     k, alpha, gamma, w_t, w_r, bias = fold_photo_signal(
-        t_score, z @ w + c, z @ v + b, np.stack([t_score, r_oof, s_oof], 1), pairs, np.flatnonzero(train),
+        t_score, r_full, s_full, np.stack([t_score, r_oof, s_oof], 1), pairs, np.flatnonzero(train),
         np.where(train, rated, np.nan), np.where(train, overall, np.nan), ds)
     print(f"photo logit folded into rationality with weight {k:.4g}")
     return alpha * (w + k * v), alpha * (c + k * b) + gamma, (w_t, w_r, bias)
@@ -274,14 +283,12 @@ def build(args) -> JointModel:
     t_score = head_scores(base.technical, x)   # technical scores of the base model from the same features
     if getattr(args, "photo_signal", False):
         w, c, (w_t, w_r, bias) = photo_folded_head(rows, z, t_score, pairs, ds, rated, overall)
-        a = 1.0
     else:
         # v3 as shipped: the 1-5 scales below were fitted on every rated row, the validation and
         # test parts included (a positive affine map: no order changes); the --photo-signal build
         # fits them on the training rows only
-        w = fit_linear(z, pairs, L2)
-        a, c = to_scale(z @ w, rated, ds)
-        tr = np.stack([t_score, a * (z @ w) + c], 1)
+        w, c = rationality_head(z, pairs, np.ones(len(rows), bool), rated, ds)
+        tr = np.stack([t_score, z @ w + c], 1)
         m2, s2, wf = fit_fusion(tr, pairs, train_rows)
         af, cf = to_scale(((tr - m2) / s2) @ wf, overall, ds)
         w_t, w_r = af * wf / s2
@@ -303,7 +310,7 @@ def build(args) -> JointModel:
     norm: Standardize = model.rationality.head_norm
     norm.mean.copy_(torch.as_tensor(mean, dtype=norm.mean.dtype))
     norm.std.copy_(torch.as_tensor(std, dtype=norm.std.dtype))
-    set_linear_head(model.rationality, w * a, c)
+    set_linear_head(model.rationality, w, c)
     return model
 
 

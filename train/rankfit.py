@@ -40,6 +40,10 @@ class PairSet:
     def __len__(self) -> int:
         return len(self.i)
 
+    def subset(self, keep: np.ndarray) -> "PairSet":
+        """The pairs where the boolean mask ``keep`` is true."""
+        return PairSet(self.i[keep], self.j[keep], self.p[keep], self.weight[keep])
+
     @staticmethod
     def concat(parts: Sequence["PairSet"]) -> "PairSet":
         parts = [q for q in parts if len(q)]
