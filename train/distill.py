@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import timm
@@ -63,8 +63,8 @@ def student_config(teacher: JointConfig, backbone: str, size: int) -> JointConfi
     t.grid = 8   # no partition: the grid only has to divide the size
     t.mean, t.std = list(cfg.preprocess.mean), list(cfg.preprocess.std)   # ImageNet statistics
     cfg.name = "joint-fast"
-    cfg.description = (f"joint's fast model: {backbone} at {size} px distilled from {teacher.name} "
-                       "(technical, rationality; the teacher's fusion)")
+    cfg.description = (f"joint's fast model: {backbone} at {size} px distilled from {teacher.name}; "
+                       "technical and rationality, the teacher's fusion")
     cfg.validate()
     return cfg
 
@@ -225,9 +225,9 @@ CARD = """# {name}
   and rationality scores are the labels, so no rating is needed. Images: the training parts of
   {train_counts}, four degraded copies (blur, noise, JPEG 80 and 20) of {copies} of them and {broken}
   synthetic broken frames ({n_train:,} in all). Validation and test parts were never trained on,
-  not even with the teacher's labels. Linear probe, then {epochs} epochs of fine-tuning the whole
-  network (mean squared error on the two scores in units of their spread, AdamW, cosine schedule,
-  batch norm frozen, horizontal flips), then both heads refitted in closed form (ridge).
+  not even with the teacher's labels. {start}Linear probe, then {epochs} epochs of fine-tuning the
+  whole network (mean squared error on the two scores in units of their spread, AdamW, cosine
+  schedule, batch norm frozen, horizontal flips), then both heads refitted in closed form (ridge).
 - **How it was built.** `{command}` (train/distill.py, seeded), then
   `cp <out>/* joint_core/weights/fast/`.
 
@@ -303,15 +303,29 @@ def write_card(out: Path, student: JointModel, teacher: JointModel, results: Dic
         copies=sum(r["kind"] == DEGRADATIONS[0] for r in train),
         broken=sum(r["dataset"] == "degenerate" for r in train),
         n_train=len(train), epochs=args.epochs, table=table, within=within,
+        start=(f"The backbone started from an earlier student's fine-tuned weights (`--init {args.init}`: "
+               f"{args.init_from}). " if getattr(args, "init", None) else ""),
         agree_range=f"{min(v['n_vs_teacher'] for v in test.values()):.2f}-"
                     f"{max(v['n_vs_teacher'] for v in test.values()):.2f}",
         agree_worst=min(((v["n_vs_teacher"], label) for name, label in DATASETS
                          for k, v in test.items() if k == name))[1],
         command="python -m train.distill --raise ... --clive ... --agiqa ... --work ... --out ..."
+                + (f" --init {args.init}" if getattr(args, "init", None) else "")
                 + (f" --epochs {args.epochs}" if args.epochs != 3 else ""))
     (out / MODEL_CARD_NAME).write_text(text, encoding="utf-8")
     if notice.is_file():
         shutil.copyfile(notice, out / "CLIVE-COPYRIGHT-NOTICE.txt")
+
+
+def init_backbone(path: str, backbone: str, size: int) -> Tuple[Dict[str, torch.Tensor], str]:
+    """The fine-tuned backbone weights of an earlier student (``--init``), checked to be the same
+    network at the same input size, and what that student was (its description's first clause)."""
+    prior = load_model(path).float()
+    cfg = prior.config
+    if cfg.technical.backbone != backbone or cfg.preprocess.technical.size != size:
+        raise SystemExit(f"--init {path}: a {cfg.technical.backbone} at {cfg.preprocess.technical.size} px, not the "
+                         f"--backbone {backbone} at --size {size} asked for")
+    return prior.technical.backbone.state_dict(), cfg.description.split(";")[0]
 
 
 def main(argv: Sequence[str] = None) -> None:
@@ -325,6 +339,8 @@ def main(argv: Sequence[str] = None) -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--init", help="start from this student's backbone (e.g. joint_core/weights/fast) instead of "
+                                   "ImageNet's: follow a new teacher without distilling from scratch")
     ap.add_argument("--rate", help="the measured speed, for the card and the description (e.g. '20 img/s from "
                                    "512 px files with joint score on 2 CPU cores'; python benchmarks/cpu_plan.py)")
     ap.add_argument("--card-only", action="store_true",
@@ -345,10 +361,14 @@ def main(argv: Sequence[str] = None) -> None:
         args = argparse.Namespace(**{**json.loads((out / "distill.json").read_text()), "rate": args.rate})
     else:
         student = JointModel(student_config(teacher.config, args.backbone, args.size)).eval()
-        imagenet = load_imagenet_weights(timm.create_model(args.backbone, num_classes=1000), args.backbone)
-        classifier = imagenet.default_cfg["classifier"]
-        student.technical.backbone.load_state_dict(
-            {k: v for k, v in imagenet.state_dict().items() if not k.startswith(classifier + ".")})
+        if args.init:
+            state, args.init_from = init_backbone(args.init, args.backbone, args.size)
+            student.technical.backbone.load_state_dict(state)
+        else:
+            imagenet = load_imagenet_weights(timm.create_model(args.backbone, num_classes=1000), args.backbone)
+            classifier = imagenet.default_cfg["classifier"]
+            student.technical.backbone.load_state_dict(
+                {k: v for k, v in imagenet.state_dict().items() if not k.startswith(classifier + ".")})
     cfg = student.config
     stored = Path(args.work) / f"student-inputs-{args.size}.pt"    # the images at the student's size
     if stored.is_file():

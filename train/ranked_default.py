@@ -1,7 +1,8 @@
-"""Build the default model v3 (issue 21): one CLIP backbone, two heads, naturalness learnt by ranking.
+"""Build the default model v3.1 (issue 21): one CLIP backbone, two heads, naturalness learnt by ranking.
 
     python -m train.ranked_default --raise /data/RAISE/dataset --clive /data/ChallengeDB_release \\
-        --agiqa /data/AIGC/data --base joint_core/weights/default --work runs/v3 --out runs/v3/model
+        --agiqa /data/AIGC/data --base joint_core/weights/default --work runs/v3 --out runs/v3/model \\
+        --photo-signal
 
 What it does, on frozen features (every step seeded, the fits deterministic):
 
@@ -20,7 +21,7 @@ What it does, on frozen features (every step seeded, the fits deterministic):
    onto the 1-5 scale by least squares.
 5. The fusion ``N = w_T T + w_R R + b`` is fitted the same way on the same pairs, and the model
    ranks by naturalness (``config.ranking``).
-6. ``--photo-signal`` (the candidate for the next default, not what v3 ships): an L2 logistic
+6. ``--photo-signal`` (what the shipped default, v3.1, is built with; without it the build is v3): an L2 logistic
    regression of RAISE's real photographs against its generations on the same features; its
    logit ``S`` is linear in them like ``R``. ``R`` and ``S`` are also fitted out of fold (5 folds
    of the training images, an AGIQA-3K prompt's images together, a copy with its source), the
@@ -299,12 +300,13 @@ def build(args) -> JointModel:
                                    head_norm="standardize", head_extra="technical")
     cfg.fusion.technical_weight, cfg.fusion.rationality_weight, cfg.fusion.bias = float(w_t), float(w_r), float(bias)
     cfg.ranking = {"naturalness": 1.0}
-    cfg.name = "joint-default-v3"
-    cfg.description = ("joint's default model v3: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, broken "
-                       "frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded copies "
-                       "and broken frames" + (" plus a photograph-vs-generation logit (RAISE), cross-fitted fusion"
-                                              if getattr(args, "photo_signal", False) else "")
-                       + "; naturalness ranked the same way")
+    photo = getattr(args, "photo_signal", False)
+    version = "v3.1" if photo else "v3"
+    cfg.name = f"joint-default-{version}"
+    cfg.description = (f"joint's default model {version}: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, "
+                       "broken frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded "
+                       "copies and broken frames" + (" plus a photograph-vs-generation logit (RAISE), cross-fitted "
+                                                     "fusion" if photo else "") + "; naturalness ranked the same way")
     model = JointModel(cfg).eval()
     model.technical.load_state_dict(base.technical.state_dict())
     norm: Standardize = model.rationality.head_norm
@@ -315,13 +317,14 @@ def build(args) -> JointModel:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="build the default model v3 (see the module docstring)")
+    ap = argparse.ArgumentParser(description="build the default model (see the module docstring)")
     add_data_arguments(ap)
     ap.add_argument("--base", default="joint_core/weights/default", help="the v2 model (its CLIP branch and head)")
     ap.add_argument("--work", required=True, help="folder for the image cache, features and splits")
     ap.add_argument("--out", required=True, help="where the model folder is written")
     ap.add_argument("--photo-signal", action="store_true",
-                    help="fold a photograph-vs-generation logit into the rationality head (step 6)")
+                    help="fold a photograph-vs-generation logit into the rationality head (step 6): v3.1, the "
+                         "shipped default; without it, v3")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build(args)
