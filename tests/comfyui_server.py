@@ -155,10 +155,12 @@ def start(root: Path) -> Iterator[Server]:
         t0 = time.time()
         while True:
             if proc.poll() is not None:
-                missing = re.search(r"No module named '([^']+)'", server.log_text())
+                # the last one: the import that killed it (ComfyUI logs optional ones it survives,
+                # e.g. comfy_kitchen's "No module named 'torch_npu'", before it)
+                missing = (re.findall(r"No module named '([^']+)'", server.log_text()) or [None])[-1]
                 if missing:
                     reqs = (path if os.environ.get("COMFYUI_PATH") else VENDORED) / "requirements.txt"
-                    unavailable(f"ComfyUI cannot start here: no module {missing.group(1)!r} in {python}; install "
+                    unavailable(f"ComfyUI cannot start here: no module {missing!r} in {python}; install "
                                 f"ComfyUI's requirements into it: pip install -r {reqs} (all but the torch, "
                                 "torchvision and torchaudio lines)")
                 raise AssertionError(f"ComfyUI exited with {proc.returncode}:\n" + server.tail())
