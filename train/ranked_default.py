@@ -282,10 +282,11 @@ def build(args) -> JointModel:
     rated = np.where(np.isin(ds, ["raise", "agiqa3k"]) & orig, label, np.nan)
     overall = np.where(np.isin(ds, list(SET_WEIGHTS)) & orig, label, np.nan)
     t_score = head_scores(base.technical, x)   # technical scores of the base model from the same features
-    if getattr(args, "photo_signal", False):
+    photo = getattr(args, "photo_signal", False)
+    if photo:
         w, c, (w_t, w_r, bias) = photo_folded_head(rows, z, t_score, pairs, ds, rated, overall)
     else:
-        # v3 as shipped: the 1-5 scales below were fitted on every rated row, the validation and
+        # v3 (the plain build): the 1-5 scales below were fitted on every rated row, the validation and
         # test parts included (a positive affine map: no order changes); the --photo-signal build
         # fits them on the training rows only
         w, c = rationality_head(z, pairs, np.ones(len(rows), bool), rated, ds)
@@ -300,7 +301,6 @@ def build(args) -> JointModel:
                                    head_norm="standardize", head_extra="technical")
     cfg.fusion.technical_weight, cfg.fusion.rationality_weight, cfg.fusion.bias = float(w_t), float(w_r), float(bias)
     cfg.ranking = {"naturalness": 1.0}
-    photo = getattr(args, "photo_signal", False)
     version = "v3.1" if photo else "v3"
     cfg.name = f"joint-default-{version}"
     cfg.description = (f"joint's default model {version}: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, "
