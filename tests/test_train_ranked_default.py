@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from train.rankfit import rated_pairs, to_scale
-from train.ranked_default import cross_fit_folds, fit_fusion, fold_photo_signal, is_photo
+from train.ranked_default import cross_fit_folds, fit_fusion, fold_photo_signal, is_photo, out_of_fold
 
 
 def _rows():
@@ -35,6 +35,27 @@ def test_cross_fit_folds_keep_groups_and_copies_together():
     assert not np.array_equal(fold, cross_fit_folds(rows, folds=5, seed=1))
     photo = is_photo(rows)
     assert photo[24] == 0 and photo[25] == 1 and photo[0] == 0 and np.isnan(photo[-1])
+
+
+
+def test_out_of_fold_scores_come_from_fits_that_never_saw_the_row():
+    rows = _rows()
+    n = len(rows)
+    train = np.array([r["part"] == "train" for r in rows])
+    label = np.arange(n, dtype=float)
+    pairs = rated_pairs(np.flatnonzero(train), label[train], 10000, 0)
+
+    def fit(keep_pairs, fit_rows):
+        # column 0: was the row learnt from; column 1: how many of the kept pairs touch it
+        touched = np.bincount(np.concatenate([pairs.i[keep_pairs], pairs.j[keep_pairs]]), minlength=n)
+        return np.stack([fit_rows.astype(float), touched.astype(float)], 1)
+
+    full = fit(np.ones(len(pairs), bool), train)
+    oof = out_of_fold(rows, pairs, fit, full)
+    assert oof.shape == full.shape
+    assert (oof[train] == 0).all()                       # neither the row nor any pair with it was seen
+    assert np.array_equal(oof[~train], full[~train])     # the other rows keep the full fit's scores
+    assert (full[train, 0] == 1).all() and (full[train, 1] > 0).all()   # ... which did see the training rows
 
 
 def _scores(seed, n=400):

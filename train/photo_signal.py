@@ -38,8 +38,8 @@ from joint_core.weights_io import load_model
 
 from .metrics import roc_auc, srcc, within_groups
 from .rankfit import PairSet, fit_classifier, standardize, to_scale
-from .ranked_default import (FOLDS, L2, PHOTO_L2, add_data_arguments, cross_fit_folds, fit_fusion, head_scores,
-                             is_photo, rationality_head, rows_and_features, training_pairs)
+from .ranked_default import (L2, PHOTO_L2, add_data_arguments, fit_fusion, head_scores, is_photo, out_of_fold,
+                             rationality_head, rows_and_features, training_pairs)
 
 FIXED_C = (0.2, 0.5, 0.8)
 
@@ -75,8 +75,7 @@ def main() -> None:
     rated_label = np.where(np.isin(ds, ["raise", "agiqa3k"]) & orig, label, np.nan)
 
     def rationality(fit_pairs: PairSet, fit_rows: np.ndarray) -> np.ndarray:
-        w, c = rationality_head(z, fit_pairs, np.isin(np.arange(len(rows)), fit_rows), rated_label, ds,
-                                args.l2)
+        w, c = rationality_head(z, fit_pairs, fit_rows, rated_label, ds, args.l2)
         return z @ w + c
 
     def photo_logit(fit_rows: np.ndarray) -> np.ndarray:
@@ -86,19 +85,18 @@ def main() -> None:
     def prob(logit: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-logit))
 
-    r_full = rationality(pairs, train_rows)
-    s_full = {name: photo_logit(pick(train_photo)) for name, pick in classifiers.items()}   # logits
+    def heads(keep_pairs: np.ndarray, fit_rows: np.ndarray) -> np.ndarray:
+        """``[N, 4]``: the rationality score and the three classifiers' logits (``classifiers``' order)."""
+        learn = train_photo[fit_rows[train_photo]]
+        return np.stack([rationality(pairs.subset(keep_pairs), fit_rows)]
+                        + [photo_logit(pick(learn)) for pick in classifiers.values()], 1)
 
+    full = heads(np.ones(len(pairs), bool), part == "train")
     # out-of-fold heads on the training rows (validation and test rows keep the full heads' scores)
-    fold = cross_fit_folds(rows)
-    r_oof, s_oof = r_full.copy(), {k: v.copy() for k, v in s_full.items()}
-    for f in range(FOLDS):
-        keep = (fold[pairs.i] != f) & (fold[pairs.j] != f)
-        held = fold == f
-        r_oof[held] = rationality(pairs.subset(keep), np.flatnonzero((part == "train") & ~held))[held]
-        for name, pick in classifiers.items():
-            s_oof[name][held] = photo_logit(pick(train_photo[fold[train_photo] != f]))[held]
-        print(f"fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
+    oof = out_of_fold(rows, pairs, heads, full)
+    r_full, r_oof = full[:, 0], oof[:, 0]
+    s_full = {name: full[:, 1 + n] for n, name in enumerate(classifiers)}   # logits
+    s_oof = {name: oof[:, 1 + n] for n, name in enumerate(classifiers)}
 
     def fusion(fit_cols: List[np.ndarray], use_cols: List[np.ndarray]) -> np.ndarray:
         m, s, w = fit_fusion(np.stack(fit_cols, 1), pairs, train_rows)

@@ -29,6 +29,9 @@ What it does, on frozen features (every step seeded, the fits deterministic):
    ratio ``k`` becomes the rationality head, so the model needs no third input. Every 1-5 scale is
    fitted on the training rows. Validation: docs/default-model.md, "A photograph-vs-generation
    signal".
+7. The config's description, which ``joint info --list`` and the ComfyUI loader show, names the
+   build, the speed measured elsewhere (``--rate``) and its naturalness SRCC with people on each
+   test part, from the cached features (reported, never used for a choice).
 
 The exploration that chose these settings (validation parts only) is in docs/default-model.md.
 """
@@ -40,7 +43,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -52,6 +55,7 @@ from joint_core.preprocess.pipeline import Preprocessor
 from joint_core.weights_io import load_model, save_model
 
 from .data import prepare_data
+from .metrics import srcc
 from .degrade import gaussian_blur
 from .probe import set_linear_head
 from .rankfit import PairSet, fit_classifier, fit_linear, ordered_pairs, rated_pairs, standardize, to_scale
@@ -238,17 +242,30 @@ def training_pairs(rows: List[Dict], seed: int = 0) -> Tuple[PairSet, np.ndarray
     return PairSet.concat(parts), label, ds
 
 
+def out_of_fold(rows: List[Dict], pairs: PairSet, fit: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                full: np.ndarray) -> np.ndarray:
+    """Cross-fitted scores: ``fit(keep_pairs, fit_rows)`` (boolean masks of the pairs and the rows it
+    may learn from) returns ``[N, ...]`` scores of every row; each training row gets the scores of
+    the fit that did not see its fold (:func:`cross_fit_folds`), every other row keeps ``full``."""
+    fold = cross_fit_folds(rows)
+    train = np.array([r["part"] == "train" for r in rows])
+    out = full.copy()
+    for f in range(FOLDS):
+        held = fold == f
+        out[held] = fit((fold[pairs.i] != f) & (fold[pairs.j] != f), train & ~held)[held]
+        print(f"cross-fitting: fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
+    return out
+
+
 def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pairs: PairSet, ds: np.ndarray,
                       rated: np.ndarray, overall: np.ndarray
                       ) -> Tuple[np.ndarray, float, Tuple[float, float, float]]:
     """``--photo-signal``: the rationality head with a photo classifier's logit folded in, and the
     fusion ``(w_t, w_r, bias)``, cross-fitted (see the module docstring). Returns the head's
     weights on the standardised features ``z`` and its bias."""
-    part = np.array([r["part"] for r in rows])
-    train = part == "train"
+    train = np.array([r["part"] == "train" for r in rows])
     photo = is_photo(rows)
     photo_rows = np.flatnonzero(train & (ds == "raise") & ~np.isnan(photo))
-    fold = cross_fit_folds(rows)
 
     def heads(keep_pairs: np.ndarray, fit_rows: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray, float]:
         w, c = rationality_head(z, pairs.subset(keep_pairs), fit_rows, rated, ds)
@@ -256,16 +273,14 @@ def photo_folded_head(rows: List[Dict], z: np.ndarray, t_score: np.ndarray, pair
         v, b = fit_classifier(z[p], photo[p], PHOTO_L2)
         return w, c, v, b
 
+    def scores(w: np.ndarray, c: float, v: np.ndarray, b: float) -> np.ndarray:
+        return np.stack([z @ w + c, z @ v + b], 1)
+
     w, c, v, b = heads(np.ones(len(pairs), bool), train)
-    r_full, s_full = z @ w + c, z @ v + b
-    r_oof, s_oof = r_full.copy(), s_full.copy()
-    for f in range(FOLDS):
-        held = fold == f
-        wf_, cf_, vf_, bf_ = heads((fold[pairs.i] != f) & (fold[pairs.j] != f), train & ~held)
-        r_oof[held], s_oof[held] = (z[held] @ wf_ + cf_), (z[held] @ vf_ + bf_)
-        print(f"cross-fitting: fold {f + 1}/{FOLDS}", end="\r" if f + 1 < FOLDS else "\n", flush=True)
+    full = scores(w, c, v, b)
+    oof = out_of_fold(rows, pairs, lambda keep, fit_rows: scores(*heads(keep, fit_rows)), full)
     k, alpha, gamma, w_t, w_r, bias = fold_photo_signal(
-        t_score, r_full, s_full, np.stack([t_score, r_oof, s_oof], 1), pairs, np.flatnonzero(train),
+        t_score, full[:, 0], full[:, 1], np.column_stack([t_score, oof]), pairs, np.flatnonzero(train),
         np.where(train, rated, np.nan), np.where(train, overall, np.nan), ds)
     print(f"photo logit folded into rationality with weight {k:.4g}")
     return alpha * (w + k * v), alpha * (c + k * b) + gamma, (w_t, w_r, bias)
@@ -303,16 +318,22 @@ def build(args) -> JointModel:
     cfg.ranking = {"naturalness": 1.0}
     version = "v3.1" if photo else "v3"
     cfg.name = f"joint-default-{version}"
-    cfg.description = (f"joint's default model {version}: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, "
-                       "broken frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded "
-                       "copies and broken frames" + (" plus a photograph-vs-generation logit (RAISE), cross-fitted "
-                                                     "fusion" if photo else "") + "; naturalness ranked the same way")
     model = JointModel(cfg).eval()
     model.technical.load_state_dict(base.technical.state_dict())
     norm: Standardize = model.rationality.head_norm
     norm.mean.copy_(torch.as_tensor(mean, dtype=norm.mean.dtype))
     norm.std.copy_(torch.as_tensor(std, dtype=norm.std.dtype))
     set_linear_head(model.rationality, w, c)
+    n = w_t * t_score + w_r * head_scores(model.rationality, x) + bias
+    test = (np.array([r["part"] for r in rows]) == "test") & orig
+    agree = " / ".join(f"{label} {srcc(n[test & (ds == name)], overall[test & (ds == name)]):.2f}"
+                       for name, label in (("raise", "RAISE"), ("agiqa3k", "AGIQA-3K"), ("clive", "CLIVE")))
+    cfg.description = (f"joint's default model {version}: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, "
+                       "broken frames), rationality head ranked within RAISE, AGIQA-3K and CLIVE and above degraded "
+                       "copies and broken frames" + (" plus a photograph-vs-generation logit (RAISE), cross-fitted "
+                                                     "fusion" if photo else "") + "; naturalness ranked the same way; "
+                       f"{getattr(args, 'rate', None) or 'rate not measured'}; naturalness SRCC with people on the "
+                       f"test parts {agree}")
     return model
 
 
@@ -325,6 +346,9 @@ def main() -> None:
     ap.add_argument("--photo-signal", action="store_true",
                     help="fold a photograph-vs-generation logit into the rationality head (step 6): v3.1, the "
                          "shipped default; without it, v3")
+    ap.add_argument("--rate", help="the measured speed, for the description that `joint info --list` and the ComfyUI "
+                                   "loader show (e.g. '3.7 img/s from 512 px files on 2 CPU cores', from "
+                                   "benchmarks/cpu_plan.py)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build(args)
