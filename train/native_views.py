@@ -21,6 +21,7 @@ docs/default-model.md ("RAISE and anatomy").
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,10 +54,10 @@ def main() -> None:
     data = prepared_data(args)
     rows, x = rows_and_features(args, base, data)
     idx = np.array([k for k, r in enumerate(rows) if r["dataset"] == "raise" and r["kind"] == "orig"])
-    cache = args.work + "/native-crops.npy"
-    try:
+    cache = Path(args.work) / "native-crops.npy"
+    if cache.is_file():
         crops = np.load(cache)
-    except FileNotFoundError:
+    else:
         pre = Preprocessor(base.config.preprocess)
         crops = np.zeros((len(idx), 5, x.shape[1]), np.float32)
         with torch.inference_mode():
