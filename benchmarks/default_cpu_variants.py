@@ -12,12 +12,9 @@ with the shipped path's. Images: scikit-image's photographs with blurred, noisy 
 Variants: ``shipped`` (what ``NaturalnessScorer`` runs on CPU: frozen TorchScript graphs),
 ``eager`` (plain PyTorch), ``channels-last`` (eager, the model in channels-last memory format),
 ``int8-per-channel`` (dynamic int8 of every linear layer of the CLIP ViT, one scale per output
-channel, ``torch.ao.quantization``), ``int8-smoothed`` (the same after SmoothQuant-style smoothing,
-Xiao et al. 2023: each linear layer's input channels divided by ``s = max|x|^a / max|w|^(1-a)``
-and its weight columns multiplied by it, ``a = 0.75``, the activation maxima calibrated on other
-scikit-image photographs than the timed ones; folded into the LayerNorm before ``qkv`` and
-``fc1``, an explicit scale before ``proj``; the MLP's second layer ``fc2``, whose post-GELU input
-has the largest outliers, stays in float32), ``compile`` (``torch.compile`` of the backbone; its compile
+channel, ``torch.ao.quantization``), ``int8-smoothed`` (what ``int8=True`` / ``joint score --int8`` run: the same
+after SmoothQuant-style smoothing, the MLP's second layer in float; :mod:`joint_core.int8`),
+``compile`` (``torch.compile`` of the backbone; its compile
 time is printed separately). Timings are interleaved and the best of ``--repeats`` is kept.
 """
 
@@ -41,8 +38,6 @@ from bulk_score import synthetic  # noqa: E402
 from joint_core import NaturalnessScorer  # noqa: E402
 
 VARIANTS = ("shipped", "eager", "channels-last", "int8-per-channel", "int8-smoothed", "compile")
-SMOOTH_ALPHA = 0.75
-CALIBRATION = ("cat", "immunohistochemistry", "brick", "grass", "gravel", "moon", "clock")
 AXES = ("technical", "rationality", "naturalness")
 
 
@@ -73,81 +68,19 @@ def files(paths: list) -> list:
     return out
 
 
-def calibration_images() -> list:
-    """Other scikit-image photographs than :func:`images` times, with a blurred and a JPEG copy each."""
-    from skimage import data
-    out = []
-    for name in CALIBRATION:
-        img = Image.fromarray(getattr(data, name)()).convert("RGB")
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=20)
-        out += [np.asarray(img), np.asarray(img.filter(ImageFilter.GaussianBlur(2))),
-                np.asarray(Image.open(buf).convert("RGB"))]
-    return out
-
-
-class InputScale(torch.nn.Module):
-    """Multiplies its input by a fixed per-channel factor (the smoothing of a layer with no norm before it)."""
-
-    def __init__(self, factor: torch.Tensor):
-        super().__init__()
-        self.register_buffer("factor", factor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
-def smooth(scorer: NaturalnessScorer, alpha: float = SMOOTH_ALPHA) -> None:
-    """SmoothQuant-style smoothing of the CLIP ViT's ``qkv``, ``proj`` and ``fc1`` (same outputs in
-    float, activations easier to quantise): per input channel, ``s = max|x|^alpha / max|w|^(1-alpha)``."""
-    backbone = scorer.model.technical.backbone
-    linear = {m: n for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear)}
-    amax, hooks = {}, []
-    for m, name in linear.items():
-        def hook(mod, inputs, output, name=name):
-            a = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
-            amax[name] = torch.maximum(amax[name], a) if name in amax else a
-        hooks.append(m.register_forward_hook(hook))
-    scorer.score(calibration_images(), batch_size=8, progress=False)
-    for h in hooks:
-        h.remove()
-    with torch.no_grad():
-        for block in backbone.blocks:
-            for norm, parent, attr in ((block.norm1, block.attn, "qkv"), (block.norm2, block.mlp, "fc1"),
-                                       (None, block.attn, "proj")):
-                lin = getattr(parent, attr)
-                a = amax[linear[lin]].clamp(min=1e-5)
-                s = (a ** alpha / lin.weight.abs().amax(0).clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
-                lin.weight.mul_(s)
-                if norm is not None:
-                    norm.weight.div_(s)
-                    norm.bias.div_(s)
-                else:
-                    setattr(parent, attr, torch.nn.Sequential(InputScale(1 / s), lin))
-
-
-def quantize(scorer: NaturalnessScorer, keep_float: tuple = ()) -> None:
-    """Dynamic int8 (one weight scale per output channel) of the CLIP ViT's linear layers, but those
-    whose name has a part in ``keep_float``."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    backbone = scorer.model.technical.backbone
-    spec = {n: per_channel_dynamic_qconfig for n, m in backbone.named_modules()
-            if isinstance(m, torch.nn.Linear) and not set(n.split(".")) & set(keep_float)}
-    scorer.model.technical.backbone = quantize_dynamic(backbone, spec, dtype=torch.qint8)
-
-
 def build(variant: str) -> NaturalnessScorer:
     if variant == "shipped":
         return NaturalnessScorer.from_pretrained("default", device="cpu")
+    if variant == "int8-smoothed":
+        return NaturalnessScorer.from_pretrained("default", device="cpu", int8=True)
     scorer = NaturalnessScorer.from_pretrained("default", device="cpu", optimize=False)
     backbone = scorer.model.technical.backbone
     if variant == "channels-last":
         scorer.model.to(memory_format=torch.channels_last)
     elif variant == "int8-per-channel":
-        quantize(scorer)
-    elif variant == "int8-smoothed":
-        smooth(scorer)
-        quantize(scorer, keep_float=("fc2",))
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        scorer.model.technical.backbone = quantize_dynamic(backbone, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                                           dtype=torch.qint8)
     elif variant == "compile":
         scorer.model.technical.backbone = torch.compile(backbone)
     elif variant != "eager":

@@ -6,6 +6,7 @@ through this class.
 
 from __future__ import annotations
 
+import copy
 import numbers
 import os
 import sys
@@ -19,10 +20,11 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import ResolvedModel, load_model, resolve_model, save_model
+from .checkpoint import ResolvedModel, load_model, resolve_model, save_model, state_hash
 from .config import JointConfig, get_preset
 from .devices import pick_device, pick_dtype, plan_cpu
 from .frozen import FrozenBranches
+from .int8 import calibration_frames, quantize_backbone
 from .model import JointModel, JointOutput
 from .preprocess.images import FlaggedImageWarning, ImageItem, ImageLimits, check_layout, collect_images, first_line
 from .preprocess.localizer import ArtifactLocalizer, build_localizer
@@ -52,7 +54,8 @@ class NaturalnessScorer:
                  localizer: Union[None, str, ArtifactLocalizer] = None,
                  source: Optional[ResolvedModel] = None,
                  batch_invariant: Optional[bool] = None,
-                 optimize: Optional[bool] = None):
+                 optimize: Optional[bool] = None,
+                 int8: bool = False):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.source = source
@@ -84,7 +87,29 @@ class NaturalnessScorer:
                           "to end2end.pt)", stacklevel=2)
         self.localizer = build_localizer(localizer, self.device)
         self.preprocessor = Preprocessor(model.config.preprocess, self.localizer, self.device)
+        self.int8 = False
+        self.float_weights_hash: Optional[str] = None
+        self.float_parameters: Optional[int] = None
+        if int8:
+            self._quantize_int8()
         self._reset_optimization()
+
+    def _quantize_int8(self) -> None:
+        """``int8=True``: the technical branch's ViT as smoothed dynamic int8 (:mod:`joint_core.int8`)."""
+        if self.device.type != "cpu" or self.dtype != torch.float32:
+            raise ValueError(f"int8=True runs on CPU in float32; this scorer is on {self.device} in "
+                             f"{str(self.dtype).replace('torch.', '')}")
+        self.model = copy.deepcopy(self.model)   # the caller's model stays float
+        self.model.gflops()   # counted on the float network (plans read it), then cached
+        self.float_weights_hash = state_hash(self.model.state_dict())   # what identifies the model in job records
+        self.float_parameters = self.model.num_parameters()
+        pre = self.preprocessor
+        frames = calibration_frames()
+        inputs = [pre.technical(pre.prepare(frames[i:i + 1])) for i in range(len(frames))]
+        branch = self.model.technical
+        branch.backbone = quantize_backbone(branch.backbone, self.config.technical.backbone, inputs)
+        self.int8 = True
+        self._optimize_arg = False   # the int8 layers run eagerly
 
     def _reset_optimization(self) -> None:
         wanted = self._optimize_arg
@@ -101,14 +126,19 @@ class NaturalnessScorer:
                         localizer: Union[None, str, ArtifactLocalizer] = None,
                         revision: Optional[str] = None,
                         batch_invariant: Optional[bool] = None,
-                        optimize: Optional[bool] = None) -> "NaturalnessScorer":
+                        optimize: Optional[bool] = None,
+                        int8: bool = False) -> "NaturalnessScorer":
         """Load a model folder, a hub id (``owner/name``), ``"default"`` or ``"fast"`` (the shipped
         models, :func:`~joint_core.checkpoint.shipped_models`), or - with no
-        argument - the first of ``$JOINT_MODEL``, the user cache and the shipped default."""
+        argument - the first of ``$JOINT_MODEL``, the user cache and the shipped default.
+
+        ``int8=True`` (CPU, float32, a ViT technical branch such as the default's): its linear
+        layers run as smoothed dynamic int8 (:mod:`joint_core.int8`), about 1.7x faster on the
+        default with scores close to the float ones (SRCC 0.997); ValueError for other models."""
         resolved = resolve_model(name_or_path, revision=revision)
         model = load_model(resolved.path)
         return cls(model, device=device, dtype=dtype, localizer=localizer, source=resolved,
-                   batch_invariant=batch_invariant, optimize=optimize)
+                   batch_invariant=batch_invariant, optimize=optimize, int8=int8)
 
     @classmethod
     def from_config(cls, config: Union[JointConfig, str], device=None, dtype=None,
@@ -121,6 +151,8 @@ class NaturalnessScorer:
     def save_pretrained(self, directory: Union[str, Path],
                         dtype: Optional[torch.dtype] = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (weights as float32 unless ``dtype``)."""
+        if self.int8:
+            raise ValueError("an int8 scorer cannot be saved: save the model loaded without int8")
         model = self.model
         if dtype is None and any(p.dtype != torch.float32 for p in model.parameters()):
             dtype = torch.float32
@@ -136,6 +168,9 @@ class NaturalnessScorer:
         new_dtype = self.dtype if dtype is None else pick_dtype(dtype, new_device)
         if new_device == self.device and new_dtype == self.dtype:
             return self
+        if self.int8:
+            raise ValueError(f"an int8 scorer stays on CPU in float32 (asked: {new_device}, "
+                             f"{str(new_dtype).replace('torch.', '')}): load the model again without int8 to move it")
         self.device, self.dtype = new_device, new_dtype
         if self._batch_invariant_arg is None:
             self.batch_invariant = self.device.type == "cpu"
@@ -151,6 +186,12 @@ class NaturalnessScorer:
     def config(self) -> JointConfig:
         return self.model.config
 
+    @property
+    def dtype_name(self) -> str:
+        """``float32``, ``bfloat16``, ...; ``float32+int8`` for an int8 scorer (its scores differ
+        from float32's, so score files and resumed jobs keep the two apart)."""
+        return str(self.dtype).replace("torch.", "") + ("+int8" if self.int8 else "")
+
     def info(self) -> Dict[str, Any]:
         cfg = self.config
         return {
@@ -159,9 +200,9 @@ class NaturalnessScorer:
             "source": self.source.describe() if self.source else "in memory",
             "technical_backbone": cfg.technical.backbone,
             "rationality_backbone": cfg.rationality.backbone,
-            "parameters": self.model.num_parameters(),
+            "parameters": self.float_parameters or self.model.num_parameters(),
             "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": self.dtype_name,
             "localizer": repr(self.localizer),
             "cpu_graphs": "TorchScript (frozen)" if self._frozen is not None and not self._frozen.failed else "eager",
             "score_range": list(cfg.score_range),

@@ -32,10 +32,10 @@ non_negative_int = int_at_least(0, "an integer >= 0")
 
 
 def load_scorer(model: Optional[str], device: str = "auto", dtype: str = "auto",
-                localizer: Optional[str] = None) -> NaturalnessScorer:
+                localizer: Optional[str] = None, int8: bool = False) -> NaturalnessScorer:
     """The scorer, or a :class:`CheckpointError` with one line that says why not."""
     try:
-        return NaturalnessScorer.from_pretrained(model, device=device, dtype=dtype, localizer=localizer)
+        return NaturalnessScorer.from_pretrained(model, device=device, dtype=dtype, localizer=localizer, int8=int8)
     except (CheckpointError, ConfigError):
         raise
     except ValueError as e:  # bad device / dtype names

@@ -58,6 +58,9 @@ def register(sub) -> argparse.ArgumentParser:
                                          "ones (fast: a small CNN distilled from default, for CPUs)")
     s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     s.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16")
+    s.add_argument("--int8", action="store_true",
+                   help="CPU only: run the ViT of the default model as smoothed int8, about 1.7x faster, "
+                        "scores close to float32's (SRCC 0.997); not for the fast model")
     s.add_argument("--batch-size", "-b", type=positive_int, default=16, help="images per batch (default 16)")
     s.add_argument("--workers", "-j", type=non_negative_int, default=None,
                    help="processes that decode images (default: from the model's cost, the cores and the "
@@ -128,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         shard_spec = parse_shard(args.shard) if args.shard else None
         if shard_spec is not None and args.engine == "ray":
             return _fail("--shard splits a job without a cluster; with --engine ray, one job uses the whole cluster")
+        if args.int8 and args.engine == "ray":
+            return _fail("--int8 runs with --engine local only")
         source = open_inputs(args.paths, recursive=args.recursive, files_from=args.files_from,
                              column=args.column, id_column=args.id_column, null=args.null)
         mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     for note in (job.sink.notes if job.sink else []):
         print(f"joint: note: {show(note, sys.stderr)}", file=sys.stderr)
     try:
-        scorer = load_scorer(args.model, args.device, args.dtype, args.localizer)
+        scorer = load_scorer(args.model, args.device, args.dtype, args.localizer, int8=args.int8)
         job.check_model(model_description(scorer))
         plan = job.plan()
     except OutputError as e:

@@ -50,11 +50,11 @@ def model_description(scorer: Any) -> Dict[str, Any]:
                 weights = (f.metadata() or {}).get(HASH_KEY)
         except Exception:  # noqa: BLE001 - fall back to hashing the loaded weights
             weights = None
-    if weights is None:
-        weights = state_hash(scorer.model.state_dict())
+    if weights is None:   # an int8 scorer's layers are packed: it kept the hash of its float weights
+        weights = getattr(scorer, "float_weights_hash", None) or state_hash(scorer.model.state_dict())
     digest = hashlib.sha256((cfg.to_json() + weights).encode()).hexdigest()
     return {"name": cfg.name, "source": scorer.source.describe() if scorer.source else "in memory",
-            "sha256": digest, "dtype": str(scorer.dtype).replace("torch.", ""),
+            "sha256": digest, "dtype": getattr(scorer, "dtype_name", str(scorer.dtype).replace("torch.", "")),
             "localizer": repr(scorer.localizer), "ranking": cfg.ranking,
             "score_range": list(cfg.score_range)}
 
@@ -275,7 +275,7 @@ class ScoreJob:
                               "cannot be mixed with this one's: use another --out, or --overwrite")
         if om.get("dtype") and om.get("dtype") != model["dtype"]:
             raise OutputError(f"{self.out} was scored in {om['dtype']}, this run uses {model['dtype']}: "
-                              "pass the same --dtype, use another --out, or --overwrite")
+                              "pass the same --dtype (and --int8 or not), use another --out, or --overwrite")
         shard_old = tuple(old["shard"]) if old.get("shard") else None
         if shard_old != self.shard_spec:
             def show(s):

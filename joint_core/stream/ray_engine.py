@@ -149,7 +149,11 @@ def _warnings(res: Any, n: int) -> List[Optional[str]]:
 def actor_model(scorer: Any, ray: Any) -> Any:
     """How actors get the driver's model: a shipped model by name, a hub model by its id, a
     model folder by its path (workers must see it: a shared file system); a model that lives only
-    in memory through the object store."""
+    in memory through the object store. An int8 scorer is refused: its actors would load the
+    float model and the rows would not be what the driver's record says."""
+    if getattr(scorer, "int8", False):
+        raise ValueError("an int8 scorer cannot run on Ray actors (they would score in float32): load the model "
+                         "without int8 for Ray")
     src = scorer.source
     if src is None:
         return [ray.put(model_blob(scorer))]
