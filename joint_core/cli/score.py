@@ -59,7 +59,7 @@ def register(sub) -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     s.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16")
     s.add_argument("--int8", action="store_true",
-                   help="CPU only: run the ViT of the default model as smoothed int8, about 1.7x faster, "
+                   help="CPU only: run the ViT of the default model as smoothed int8, 1.3-1.7x faster, "
                         "scores close to float32's (SRCC 0.997); not for the fast model")
     s.add_argument("--batch-size", "-b", type=positive_int, default=16, help="images per batch (default 16)")
     s.add_argument("--workers", "-j", type=non_negative_int, default=None,
