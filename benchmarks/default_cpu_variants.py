@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bulk_score import synthetic  # noqa: E402
 
 from joint_core import NaturalnessScorer  # noqa: E402
+from joint_core.preprocess.paths import expand_paths  # noqa: E402
 
 VARIANTS = ("shipped", "eager", "channels-last", "int8-per-channel", "int8-smoothed", "compile")
 AXES = ("technical", "rationality", "naturalness")
@@ -57,15 +58,6 @@ def images(count: int) -> list:
         print("scikit-image is not installed: synthetic frames only", file=sys.stderr)
     out += [synthetic(512, seed=i) for i in range(max(0, count - len(out)))]
     return out[:count]
-
-
-def files(paths: list) -> list:
-    """The image files named, and those in the folders named (sorted)."""
-    out = []
-    for p in map(Path, paths):
-        out += sorted(f for f in p.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")) if p.is_dir() \
-            else [p]
-    return out
 
 
 def build(variant: str) -> NaturalnessScorer:
@@ -99,7 +91,7 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.images:
-        imgs = [np.asarray(Image.open(p).convert("RGB")) for p in files(args.images)]
+        imgs = [np.asarray(Image.open(p).convert("RGB")) for p in expand_paths(args.images)]
     else:
         imgs = images(args.count)
     scorers, scores, best = {}, {}, {}

@@ -97,8 +97,7 @@ class NaturalnessScorer:
     def _quantize_int8(self) -> None:
         """``int8=True``: the technical branch's ViT as smoothed dynamic int8 (:mod:`joint_core.int8`)."""
         if self.device.type != "cpu" or self.dtype != torch.float32:
-            raise ValueError(f"int8=True runs on CPU in float32; this scorer is on {self.device} in "
-                             f"{str(self.dtype).replace('torch.', '')}")
+            raise ValueError(f"int8=True runs on CPU in float32; this scorer is on {self.device} in {self.dtype_name}")
         self.model = copy.deepcopy(self.model)   # the caller's model stays float
         self.model.gflops()   # counted on the float network (plans read it), then cached
         self.float_weights_hash = state_hash(self.model.state_dict())   # what identifies the model in job records

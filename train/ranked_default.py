@@ -290,7 +290,8 @@ def build(args) -> JointModel:
     base = load_model(args.base).eval()
     rows, x = rows_and_features(args, base)
     pairs, label, ds = training_pairs(rows)
-    train_rows = np.flatnonzero(np.array([r["part"] for r in rows]) == "train")
+    part = np.array([r["part"] for r in rows])
+    train_rows = np.flatnonzero(part == "train")
     mean, std = standardize(x, train_rows)
     z = (x - mean) / std
     orig = np.array([r["kind"] == "orig" for r in rows])
@@ -325,7 +326,7 @@ def build(args) -> JointModel:
     norm.std.copy_(torch.as_tensor(std, dtype=norm.std.dtype))
     set_linear_head(model.rationality, w, c)
     n = w_t * t_score + w_r * head_scores(model.rationality, x) + bias
-    test = (np.array([r["part"] for r in rows]) == "test") & orig
+    test = (part == "test") & orig
     agree = " / ".join(f"{label} {srcc(n[test & (ds == name)], overall[test & (ds == name)]):.2f}"
                        for name, label in (("raise", "RAISE"), ("agiqa3k", "AGIQA-3K"), ("clive", "CLIVE")))
     cfg.description = (f"joint's default model {version}: one CLIP ViT-B/16 backbone; technical head (AGIQA-3K, CLIVE, "
